@@ -1,0 +1,239 @@
+# CabinLink CBOR subset (RFC 8949), spec section 4.
+# Encodes: int (-2**64..2**64-1), bool, None, bytes, str, list/tuple, dict.
+# Deterministic: shortest integer/length heads, definite lengths, map keys sorted
+# by their encoded bytes. Decodes the same plus floats (16/32/64-bit) so that an
+# unknown field holding one never breaks a message. Tags, indefinite lengths,
+# undefined and simple values are rejected. Every decoding failure raises
+# ProtocolError and nothing else; lengths are checked against the input before
+# anything is allocated, so a hostile length cannot exhaust memory.
+import struct
+
+try:
+    from micropython import const
+except ImportError:  # CPython (host tools)
+    def const(x):
+        return x
+
+
+_MAX_DEPTH = const(8)
+
+
+class ProtocolError(ValueError):
+    pass
+
+
+class Encoder:
+    # Encodes into one preallocated buffer; encode() returns a memoryview that is
+    # valid until the next call. Overflow raises ProtocolError.
+    def __init__(self, size=512):
+        self.buf = bytearray(size)
+        self._mv = memoryview(self.buf)
+        self.n = 0
+
+    def encode(self, obj):
+        self.n = 0
+        self._item(obj, 0)
+        return self._mv[: self.n]
+
+    def _put(self, b):
+        n = self.n
+        end = n + len(b)
+        if end > len(self.buf):
+            raise ProtocolError("message too long")
+        self.buf[n:end] = b
+        self.n = end
+
+    def _byte(self, v):
+        n = self.n
+        if n >= len(self.buf):
+            raise ProtocolError("message too long")
+        self.buf[n] = v
+        self.n = n + 1
+
+    def _head(self, major, v):
+        m = major << 5
+        if v < 24:
+            self._byte(m | v)
+        elif v < 0x100:
+            self._byte(m | 24)
+            self._byte(v)
+        elif v < 0x10000:
+            self._byte(m | 25)
+            self._put(struct.pack(">H", v))
+        elif v < 0x100000000:
+            self._byte(m | 26)
+            self._put(struct.pack(">I", v))
+        elif v < 0x10000000000000000:
+            self._byte(m | 27)
+            self._put(struct.pack(">Q", v))
+        else:
+            raise ProtocolError("int out of range")
+
+    def _item(self, obj, depth):
+        if depth > _MAX_DEPTH:
+            raise ProtocolError("nesting too deep")
+        if obj is True:
+            self._byte(0xF5)
+        elif obj is False:
+            self._byte(0xF4)
+        elif obj is None:
+            self._byte(0xF6)
+        elif isinstance(obj, int):
+            if obj >= 0:
+                self._head(0, obj)
+            else:
+                self._head(1, -1 - obj)
+        elif isinstance(obj, str):
+            b = obj.encode()
+            self._head(3, len(b))
+            self._put(b)
+        elif isinstance(obj, (bytes, bytearray, memoryview)):
+            self._head(2, len(obj))
+            self._put(obj)
+        elif isinstance(obj, (list, tuple)):
+            self._head(4, len(obj))
+            for x in obj:
+                self._item(x, depth + 1)
+        elif isinstance(obj, dict):
+            self._head(5, len(obj))
+            if len(obj) > 1:
+                # Deterministic order: sort by encoded key bytes (RFC 8949 4.2.1).
+                ks = []
+                for k in obj:
+                    start = self.n
+                    self._item(k, depth + 1)
+                    ks.append((bytes(self._mv[start : self.n]), k))
+                    self.n = start
+                ks.sort()
+                for kb, k in ks:
+                    self._put(kb)
+                    self._item(obj[k], depth + 1)
+            else:
+                for k in obj:
+                    self._item(k, depth + 1)
+                    self._item(obj[k], depth + 1)
+        else:
+            raise ProtocolError("cannot encode type")
+
+
+def encode(obj):
+    # Convenience form for code that is not on a hot path.
+    e = Encoder(64)
+    while True:
+        try:
+            return bytes(e.encode(obj))
+        except ProtocolError as x:
+            if str(x) != "message too long" or len(e.buf) >= 65536:
+                raise
+            e = Encoder(len(e.buf) * 4)
+
+
+def _half(h):
+    # IEEE 754 binary16 -> float (RFC 8949 Appendix D).
+    exp = (h >> 10) & 0x1F
+    mant = h & 0x3FF
+    if exp == 0:
+        v = mant * 2.0**-24
+    elif exp != 31:
+        v = (mant + 1024) * 2.0 ** (exp - 25)
+    elif mant == 0:
+        v = float("inf")
+    else:
+        v = float("nan")
+    return -v if h & 0x8000 else v
+
+
+def _dec(b, i, end, depth):
+    if i >= end:
+        raise ProtocolError("truncated")
+    ib = b[i]
+    i += 1
+    major = ib >> 5
+    ai = ib & 0x1F
+    if major == 7:
+        if ai == 20:
+            return False, i
+        if ai == 21:
+            return True, i
+        if ai == 22:
+            return None, i
+        if ai == 25:
+            if i + 2 > end:
+                raise ProtocolError("truncated")
+            return _half((b[i] << 8) | b[i + 1]), i + 2
+        if ai == 26:
+            if i + 4 > end:
+                raise ProtocolError("truncated")
+            return struct.unpack(">f", bytes(b[i : i + 4]))[0], i + 4
+        if ai == 27:
+            if i + 8 > end:
+                raise ProtocolError("truncated")
+            return struct.unpack(">d", bytes(b[i : i + 8]))[0], i + 8
+        raise ProtocolError("unsupported simple value")
+    if ai < 24:
+        v = ai
+    elif ai < 28:
+        n = 1 << (ai - 24)
+        if i + n > end:
+            raise ProtocolError("truncated")
+        v = 0
+        for k in range(n):
+            v = (v << 8) | b[i + k]
+        i += n
+    else:
+        raise ProtocolError("indefinite or reserved length")
+    if major == 0:
+        return v, i
+    if major == 1:
+        return -1 - v, i
+    if major == 2 or major == 3:
+        if v > end - i:
+            raise ProtocolError("truncated")
+        s = bytes(b[i : i + v])
+        i += v
+        if major == 3:
+            try:
+                s = s.decode()
+            except Exception:
+                raise ProtocolError("bad utf-8")
+        return s, i
+    if depth >= _MAX_DEPTH:
+        raise ProtocolError("nesting too deep")
+    if major == 4:
+        # Each item takes at least one byte: bounds the count by the input.
+        if v > end - i:
+            raise ProtocolError("truncated")
+        out = []
+        for _ in range(v):
+            x, i = _dec(b, i, end, depth + 1)
+            out.append(x)
+        return out, i
+    if major == 5:
+        if 2 * v > end - i:
+            raise ProtocolError("truncated")
+        out = {}
+        for _ in range(v):
+            k, i = _dec(b, i, end, depth + 1)
+            if not isinstance(k, (int, str)):
+                raise ProtocolError("bad map key")
+            if k in out:
+                raise ProtocolError("duplicate map key")
+            x, i = _dec(b, i, end, depth + 1)
+            out[k] = x
+        return out, i
+    raise ProtocolError("tags not supported")
+
+
+def decode(b):
+    # Decode exactly one item filling all of b (bytes, bytearray or memoryview).
+    end = len(b)
+    try:
+        v, i = _dec(b, 0, end, 0)
+    except ProtocolError:
+        raise
+    except Exception:
+        # RecursionError, MemoryError on a tiny heap, ...: still only our error.
+        raise ProtocolError("undecodable")
+    if i != end:
+        raise ProtocolError("trailing bytes")
+    return v
