@@ -77,7 +77,10 @@ class CanLink:
         ch = self._channel(isotp.PRIO_EVENT if urgent else isotp.PRIO_NORMAL, peer)
         if ch is None or ch.tx_busy:
             return False
-        return ch.send(bytes(data))
+        if not ch.send(bytes(data)):
+            return False
+        ch.poll()  # a single frame leaves now, not on the next poll
+        return True
 
     def _channel(self, prio, remote):
         key = (prio << 8) | remote

@@ -62,12 +62,9 @@ class Capability:
         return e
 
 
-def check_value(spec, v):
-    # True if v is a valid value for an attribute or argument spec
-    # (type, access-or-optional, min, max); spec None accepts anything.
-    if spec is None:
-        return True
-    t, _, lo, hi = spec
+def check_value(t, lo, hi, v):
+    # True if v is a valid value of registry type t within lo..hi (None = open;
+    # for str/bytes/list hi is the maximum length, for a bitmap the valid bits).
     if t == reg.T_BOOL:
         return v is True or v is False
     if t == reg.T_STR or t == reg.T_BYTES:

@@ -163,7 +163,7 @@ class Node:
     def _write(self, cap, attr, v, spec, access):
         if not access & reg.A_WRITE:
             return msg.ACCESS_DENIED, None
-        if not check_value(spec, v):
+        if spec is not None and not check_value(spec[0], spec[2], spec[3], v):
             return msg.INVALID_VALUE, None
         st = cap.on_write(cap, attr, v) if cap.on_write else msg.OK
         if st == msg.OK:
@@ -183,7 +183,7 @@ class Node:
                 if i >= len(args):
                     if not a[3]:
                         return msg.INVALID_VALUE, None
-                elif not check_value(a, args[i]):
+                elif not check_value(a[0], a[1], a[2], args[i]):
                     return msg.INVALID_VALUE, None
             args = args[: len(specs)]  # unknown trailing args are ignored
         if cap.on_invoke is None:
@@ -296,6 +296,8 @@ class Node:
             live = key[0].liveness_ms
             if live and c.ticks_diff(now, self.sessions[key].seen) > live:
                 self.peer_lost(key[0], key[1])
+        if self._outbox:
+            return  # reports wait behind queued results/events (order matters)
         for sub in self.subs:
             self._report(sub, now)
 

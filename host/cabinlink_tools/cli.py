@@ -1,0 +1,76 @@
+"""``cabinlink``: one command table for every host tool (after mpremote).
+
+Each subcommand imports its module only when it runs, so ``cabinlink --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from . import demo
+
+    return demo.run(speed=args.speed)
+
+
+def _registry(args: argparse.Namespace) -> int:
+    from . import registry_gen
+
+    argv = ["--check"] if args.check else ["--write"]
+    return registry_gen.main(argv)
+
+
+def _version(args: argparse.Namespace) -> int:
+    from cabinlink import msg
+
+    from . import __version__
+
+    print(f"cabinlink tools {__version__}, protocol v{msg.VERSION_MAJOR}.{msg.VERSION_MINOR}")
+    return 0
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
+    p = argparse.ArgumentParser(
+        prog="cabinlink",
+        description="CabinLink host tools: one open interface for cabin accessories over CAN and BLE.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    handlers: dict[str, Handler] = {}
+
+    d = sub.add_parser("demo", help="run a car and an accessory on a virtual CAN bus and narrate the exchange",
+                       description="Runs the reference exchange (address claim, HELLO, DESCRIBE, SUBSCRIBE, "
+                                   "REPORTs, WRITE, INVOKE, EVENT) on python-can's virtual bus. No hardware.")
+    d.add_argument("--speed", type=float, default=1.0, help="time scale of the scripted pauses (default 1.0)")
+    d.add_argument("--headless", action="store_true", help="accepted for CI; the demo always finishes by itself")
+    handlers["demo"] = _demo
+
+    r = sub.add_parser("registry", help="regenerate (or --check) firmware/lib/cabinlink/registry.py",
+                       description="Regenerates the firmware's compact registry and docs/registry.md from "
+                                   "spec/registry.json, after validating it against its schema.")
+    r.add_argument("--check", action="store_true", help="exit 1 if the generated files are stale")
+    handlers["registry"] = _registry
+
+    v = sub.add_parser("version", help="print tool and protocol versions")
+    v.set_defaults()
+    handlers["version"] = _version
+    return p, handlers
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser, handlers = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
