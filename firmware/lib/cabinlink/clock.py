@@ -1,4 +1,4 @@
-# Injectable time source with MicroPython ticks_ms semantics (spec 3.3).
+# Injectable time source with MicroPython ticks_ms semantics (spec 2.3).
 # Core code never does arithmetic on ticks itself: it asks the clock, so the
 # same code is right on ESP32 (period 2**30), on the unix port and on CPython.
 import time
@@ -36,7 +36,7 @@ def wrap_add(t, d):
 
 
 class ManualClock:
-    # A clock that moves only when told to: tests, simulations, replays.
+    # A clock that moves only when told to: tests and replays of recorded traffic.
     # Starts near the wrap point on purpose so wraparound bugs show at once.
     def __init__(self, start=_PERIOD - 5000):
         self.now = start & (_PERIOD - 1)

