@@ -1,0 +1,52 @@
+# Encode+decode timing of a typical REPORT with the CabinLink codec beside the
+# runtime's built-in json, on whatever runtime runs this file (CPython or
+# MicroPython). Prints one JSON line: {"runtime":..., "cabinlink_us":..., "json_us":...}.
+import json
+import sys
+import time
+
+from cabinlink.codec import Encoder, decode
+
+REPORT = [10, 1, 0, 2150]
+N = 20000
+
+
+def _now_us():
+    try:
+        return time.ticks_us()
+    except AttributeError:
+        return time.perf_counter_ns() // 1000
+
+
+def _elapsed(t0):
+    t1 = _now_us()
+    try:
+        return time.ticks_diff(t1, t0)
+    except AttributeError:
+        return t1 - t0
+
+
+def best_of(fn, rounds=5):
+    best = None
+    for _ in range(rounds):
+        t0 = _now_us()
+        fn()
+        dt = _elapsed(t0)
+        if best is None or dt < best:
+            best = dt
+    return best / N
+
+
+def ours():
+    e = Encoder(32)
+    for _ in range(N):
+        decode(e.encode(REPORT))
+
+
+def builtin_json():
+    for _ in range(N):
+        json.loads(json.dumps(REPORT))
+
+
+impl = sys.implementation.name
+print(json.dumps({"runtime": impl, "cabinlink_us": best_of(ours), "json_us": best_of(builtin_json)}))

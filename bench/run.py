@@ -1,0 +1,85 @@
+"""``make bench``: the CabinLink benchmark table, every figure measured in this run.
+
+1. Encode+decode of a typical REPORT, CPython and the MicroPython unix port, each beside
+   that runtime's built-in json round trip of the same content.
+2. Wire size of a temperature report, an event and a heartbeat, beside the same content
+   as JSON; the goal is one classic CAN frame (ISO-TP single frame: <= 7 payload bytes).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "firmware" / "lib"))
+
+from cabinlink import msg  # noqa: E402
+from cabinlink.codec import encode  # noqa: E402
+
+SF_PAYLOAD = 7
+
+
+def micropython() -> str:
+    exe = Path(sys.executable).parent / "micropython"
+    return str(exe) if exe.exists() else "micropython"
+
+
+def run_codec_bench(cmd: list[str]) -> dict[str, float]:
+    env = dict(os.environ, MICROPYPATH=str(ROOT / "firmware" / "lib"),
+               PYTHONPATH=str(ROOT / "firmware" / "lib"))
+    out = subprocess.run(cmd + [str(ROOT / "bench" / "codec_bench.py")], env=env, cwd=ROOT,
+                         capture_output=True, text=True, check=True, timeout=600)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def table(title: str, header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    line = "  ".join("-" * w for w in widths)
+    fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    return "\n".join([title, fmt(header), line] + [fmt(r) for r in rows])
+
+
+def codec_rows() -> list[list[str]]:
+    rows = []
+    for label, cmd in (("CPython " + sys.version.split()[0], [sys.executable]),
+                       ("MicroPython unix port", [micropython(), "-X", "heapsize=256K"])):
+        r = run_codec_bench(cmd)
+        rows.append([label, f"{r['cabinlink_us']:.2f}", f"{r['json_us']:.2f}",
+                     f"{r['cabinlink_us'] / r['json_us']:.2f}x"])
+    return rows
+
+
+def size_rows() -> list[list[str]]:
+    cases = [
+        ("temperature REPORT 21.50 C", msg.report(1, 0, 2150),
+         {"type": "report", "capability": "temperature", "attribute": "value", "value": 21.5}),
+        ("button long-press EVENT", msg.event(0, 2, 2),
+         {"type": "event", "capability": "buttons", "event": "long_press", "button": 2}),
+        ("HEARTBEAT (uptime 50000 s)", msg.heartbeat(50000),
+         {"type": "heartbeat", "uptime": 50000, "health": "nominal", "mode": "operational"}),
+    ]
+    rows = []
+    for label, m, named in cases:
+        cbor = len(encode(m))
+        same_json = len(json.dumps(m, separators=(",", ":")))
+        named_json = len(json.dumps(named, separators=(",", ":")))
+        rows.append([label, str(cbor), str(same_json), str(named_json),
+                     "yes" if cbor <= SF_PAYLOAD else "NO"])
+    return rows
+
+
+def main() -> int:
+    print(table("Encode+decode of REPORT [10, 1, 0, 2150], µs per round trip (best of 5 x 20000)",
+                ["runtime", "CabinLink CBOR", "built-in json", "ratio"], codec_rows()))
+    print()
+    rows = size_rows()
+    print(table("Wire size in bytes (goal: one classic CAN frame = ISO-TP single frame, <= 7 bytes)",
+                ["message", "CBOR", "JSON same array", "JSON with names", "fits 1 frame"], rows))
+    return 0 if all(r[-1] == "yes" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
