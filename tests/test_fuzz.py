@@ -20,7 +20,7 @@ from cabinlink.ble_frag import Reassembler  # noqa: E402
 from cabinlink.can_link import CanLink  # noqa: E402
 from cabinlink.clock import ManualClock  # noqa: E402
 from cabinlink.codec import ProtocolError, decode, encode  # noqa: E402
-from cabinlink.model import Capability  # noqa: E402
+from cabinlink.model import Capability, device_info  # noqa: E402
 from cabinlink.node import Node  # noqa: E402
 
 ints = st.integers(min_value=-(2**64), max_value=2**64 - 1)
@@ -80,9 +80,8 @@ def test_mutated_encodings_raise_only_protocol_error(v: object, pos: int, byte: 
 def _node() -> tuple[Node, object]:
     clk = ManualClock()
     caps = [Capability(reg.CAP_TEMPERATURE, values={0: 2150, 2: 0}),
-            Capability(reg.CAP_DEVICE_INFO, values={0: "v"}, commands=(0, 1, 2),
-                       on_invoke=lambda c, cmd, a: msg.OK)]
-    node = Node(clk, reg.CLASS_AMBIENT, {}, caps)
+            device_info("v", "p", "s", "1", "a", lambda c, cmd, a: msg.OK)]
+    node = Node(clk, reg.CLASS_AMBIENT, caps)
 
     class L:
         liveness_ms = 3000
@@ -117,7 +116,7 @@ def test_node_never_raises_and_answers_only_requests(inputs: list[bytes]) -> Non
 def test_can_link_never_raises_on_arbitrary_frames(frames: list[tuple[int, bytes, int]]) -> None:
     clk = ManualClock()
     bus = FakeBus()
-    node = Node(clk, 0, {}, [Capability(reg.CAP_DEVICE_INFO, values={0: "v"})])
+    node = Node(clk, 0, [device_info("v", "p", "s", "1", "a", lambda c, cmd, a: msg.OK)])
     link = CanLink(bus.controller(), node, clk, claim.make_name(3, 0xC0), 0x80)
     node.attach(link)
     link.start()

@@ -21,7 +21,7 @@ from cabinlink import claim, msg
 from cabinlink import registry as reg
 from cabinlink.can_link import CanLink
 from cabinlink.clock import Clock
-from cabinlink.model import Capability
+from cabinlink.model import Capability, device_info
 from cabinlink.node import Node
 
 from . import catalog
@@ -41,25 +41,23 @@ class DemoAmbient:
         self.identified: list[int] = []
         self.occupants = 1
         self.air_poor = False
-        self.device = Capability(
-            reg.CAP_DEVICE_INFO, values={reg.ATTR_DEVICE_INFO_VENDOR: "CabinLink",
-                                         reg.ATTR_DEVICE_INFO_PRODUCT: "Demo ambient sensor",
-                                         reg.ATTR_DEVICE_INFO_SERIAL: serial},
-            commands=(reg.CMD_DEVICE_INFO_IDENTIFY,), on_invoke=self._invoke)
+        self.device = device_info("CabinLink", "Demo ambient sensor", serial, "0.1.0", "host",
+                                  on_invoke=self._invoke)
         self.temp = Capability(reg.CAP_TEMPERATURE, values={
             reg.ATTR_TEMPERATURE_VALUE: 2150, reg.ATTR_TEMPERATURE_STATUS: 0,
             reg.ATTR_TEMPERATURE_OFFSET: 0})
         self.co2 = Capability(reg.CAP_CO2, values={reg.ATTR_CO2_VALUE: 650,
                                                    reg.ATTR_CO2_STATUS: 0},
                               events=(reg.EV_CO2_AIR_QUALITY,))
-        self.node = Node(clock, reg.CLASS_AMBIENT,
-                         {msg.D_VENDOR: "CabinLink", msg.D_PRODUCT: "Demo ambient sensor",
-                          msg.D_SERIAL: serial, msg.D_FIRMWARE: "0.1.0"},
-                         [self.device, self.temp, self.co2])
+        self.node = Node(clock, reg.CLASS_AMBIENT, [self.device, self.temp, self.co2])
 
-    def _invoke(self, cap: Capability, cmd: int, args: list[Any]) -> int:
-        self.identified.append(args[0] if args else 0)
-        return msg.OK
+    def _invoke(self, cap: Capability, cmd: int, args: list[Any]) -> Any:
+        if cmd == reg.CMD_DEVICE_INFO_IDENTIFY:
+            self.identified.append(args[0])
+            return msg.OK
+        if cmd == reg.CMD_DEVICE_INFO_READ_LOG:
+            return msg.OK, [0, []]
+        return msg.BUSY  # reboot: not in the demo
 
     def step(self) -> None:
         """Advance the cabin: temperature drifts, CO2 follows the occupants."""
@@ -98,10 +96,9 @@ def run(out: TextIO = sys.stdout, speed: float = 1.0) -> int:
     ambient = DemoAmbient(clock)
     identity = 0x0A5A5
     acc_link = CanLink(acc_ctl, ambient.node, clock,
-                       claim.make_name(identity, 0xC0 | reg.CLASS_AMBIENT),
-                       0x80 + identity % 120)
+                       claim.make_name(identity, 0xC0 | reg.CLASS_AMBIENT))
     car = CarClient(clock)
-    car_link = CanLink(car_ctl, car, clock, claim.make_name(1, 0xC0, arbitrary=False), 0x00,
+    car_link = CanLink(car_ctl, car, clock, claim.make_name(1, 0xBF, arbitrary=False), 0x00,
                        pool=(0x00, 0x0F), rx_max=4095,
                        on_peer=lambda a, n: say("car", f"sees address claim: 0x{a:02X} NAME {n:016X}"))
     failures = 0

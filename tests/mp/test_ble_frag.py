@@ -76,3 +76,14 @@ def test_sender_refuses_while_busy_and_bad_sizes():
     assert s.start(b"abc")
     assert not s.start(b"def")
     assert s.next(20) is not None and not s.busy
+
+
+def test_a_whole_lost_message_is_counted_as_a_gap():
+    s = Sender()
+    got, r = _collect()
+    a = _cut(s, b"\x01", 20)
+    _cut(s, b"\x02", 20)  # lost entirely
+    c = _cut(s, b"\x03", 20)
+    r.feed(a[0])
+    r.feed(c[0])
+    assert got == [b"\x01", b"\x03"] and r.gaps == 1

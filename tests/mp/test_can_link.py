@@ -7,7 +7,7 @@ from cabinlink import registry as reg
 from cabinlink.can_link import CanLink
 from cabinlink.clock import ManualClock
 from cabinlink.codec import decode, encode
-from cabinlink.model import Capability
+from cabinlink.model import Capability, device_info
 from cabinlink.node import Node
 
 
@@ -33,9 +33,10 @@ class Sink:
 def setup():
     clk = ManualClock()
     bus = FakeBus()
-    btn = Capability(reg.CAP_BUTTONS, values={reg.ATTR_BUTTONS_COUNT: 2},
+    btn = Capability(reg.CAP_BUTTONS, values={reg.ATTR_BUTTONS_COUNT: 2, reg.ATTR_BUTTONS_PRESSED: 0},
                      events=(reg.EV_BUTTONS_PRESS,))
-    node = Node(clk, reg.CLASS_CONTROLLER, {msg.D_VENDOR: "T"}, [btn])
+    node = Node(clk, reg.CLASS_CONTROLLER,
+                [device_info("T", "P", "S", "1", "A", lambda c, a, b: msg.OK), btn])
     acc = CanLink(bus.controller(), node, clk, claim.make_name(5, 0xC3), 0x85)
     node.attach(acc)
     car_ep = Sink()
@@ -87,7 +88,7 @@ def test_request_response_over_isotp_multi_frame():
     run(clk, [acc, car], 50)
     res = [m for p, m in car_ep.got if m[0] == msg.RESULT]
     assert len(res) == 1 and res[0][:3] == [9, 9, 0]
-    assert res[0][3][msg.D_CAPS][0][msg.C_ID] == reg.CAP_BUTTONS
+    assert res[0][3][msg.D_CAPS][1][msg.C_ID] == reg.CAP_BUTTONS
     ids = set(f[1] for f in bus.log if f[0] == 0)
     assert 0x18DA0085 in ids  # accessory -> car on the normal channel
 
@@ -100,7 +101,7 @@ def test_events_use_the_priority_3_channel():
     btn.emit(reg.EV_BUTTONS_PRESS, 1)
     run(clk, [acc, car], 5)
     assert [f[1] for f in bus.log if f[0] == 0] == [0x0CDA0085]
-    assert (0x85, [msg.EVENT, 0, reg.EV_BUTTONS_PRESS, 1]) in car_ep.got
+    assert (0x85, [msg.EVENT, 1, reg.EV_BUTTONS_PRESS, 1]) in car_ep.got
 
 
 def test_event_arrives_during_multiframe_describe():
@@ -162,7 +163,7 @@ def test_bus_off_recovers_with_growing_backoff_never_a_tight_loop():
 def test_full_tx_queue_is_retried():
     clk, bus, node, btn, acc, car_ep, car = started()
     car.can.tx_full = True
-    assert car.send(0x85, encode(msg.read(1, 0, 0)))
+    assert car.send(0x85, encode(msg.read(1, 1, 0)))
     run(clk, [acc, car], 20)
     assert not [m for p, m in car_ep.got if m[0] == msg.RESULT]
     car.can.tx_full = False
@@ -176,17 +177,27 @@ def test_address_loss_moves_the_accessory_and_resets_channels():
     acc.can.inject(claim.claim_id(0x85), claim.name_bytes(rival))
     run(clk, [acc, car], 300)
     assert acc.address == 0x86 and acc.claim.ready and acc.channels == {}
-    car.send(0x86, encode(msg.read(4, 0, 0)))
+    car.send(0x86, encode(msg.read(4, 1, 0)))
     run(clk, [acc, car], 20)
     assert (0x86, [9, 4, 0, 2]) in car_ep.got
 
 
 def test_car_silence_drops_subscriptions_at_accessory():
     clk, bus, node, btn, acc, car_ep, car = started()
-    car.send(0x85, encode(msg.subscribe(1, 0, 0, 0, 60)))
+    car.send(0x85, encode(msg.subscribe(1, 1, reg.ATTR_BUTTONS_PRESSED, 0, 60)))
     run(clk, [acc, car], 20)
     assert len(node.subs) == 1
     run(clk, [acc, car], 5000, step=5)  # the car heartbeats: kept
     assert len(node.subs) == 1
     run(clk, [acc], 3100, step=5)  # car gone quiet
     assert node.subs == []
+
+
+def test_no_isotp_during_the_settle_time():
+    clk, bus, node, btn, acc, car_ep, car = setup()
+    acc.start()
+    run(clk, [acc], 100)
+    acc.can.inject(0x18DA8500, b"\x10\x0a\x83\x04\x01\x01\x00\x00")  # a first frame
+    run(clk, [acc], 5)
+    assert [f[1] for f in bus.log] == [0x18EEFF85]  # no flow control answered
+    assert acc.frames_dropped == 1

@@ -50,6 +50,13 @@ def test_encode_rejects_unsupported_types():
     assert raises(ProtocolError, encode, object())
     assert raises(ProtocolError, encode, 2**64)
     assert raises(ProtocolError, encode, -(2**64) - 1)
+    assert raises(ProtocolError, encode, {True: 1})
+    assert raises(ProtocolError, encode, {(1,): 1})
+    deep = []
+    for _ in range(8):
+        deep = [deep]
+    assert raises(ProtocolError, encode, deep)  # 9 levels, innermost empty
+    assert len(encode(deep[0])) == 8
 
 
 def test_encode_tuple_as_array_and_sorts_keys():

@@ -3,10 +3,9 @@
 # node swallows all of them.
 from mpcompat import load_vectors, unhex
 
-from cabinlink import registry as reg
 from cabinlink.clock import ManualClock
 from cabinlink.codec import ProtocolError, decode
-from cabinlink.model import Capability
+from cabinlink.model import device_info
 from cabinlink.node import Node
 
 
@@ -66,10 +65,10 @@ def test_node_swallows_mutants():
         def send(self, peer, data, urgent=False):
             return True
 
-    node = Node(ManualClock(), 0, {}, [Capability(reg.CAP_DEVICE_INFO, values={0: "v"})])
+    node = Node(ManualClock(), 0, [device_info("v", "p", "s", "1", "a", lambda c, a, b: 0)])
     link = L()
     node.attach(link)
     for b in mutants(777, 2000):
         node.receive(link, 1, b)
         node.poll()
-    assert node.rx_malformed + node.rx_ok + node.rx_ignored > 0
+    assert node.rx_malformed + node.rx_ok + node.rx_dropped > 0

@@ -3,7 +3,7 @@ from cabinlink import msg
 from cabinlink import registry as reg
 from cabinlink.clock import ManualClock
 from cabinlink.codec import decode, encode
-from cabinlink.model import Capability
+from cabinlink.model import Capability, device_info
 from cabinlink.node import Node
 
 
@@ -37,16 +37,13 @@ def make(max_subs=16):
         calls.append(("invoke", cmd, args))
         return msg.OK, args[0] * 2
 
-    dev = Capability(reg.CAP_DEVICE_INFO, values={reg.ATTR_DEVICE_INFO_VENDOR: "V",
-                                                  reg.ATTR_DEVICE_INFO_UPTIME_S: 0},
-                     commands=(reg.CMD_DEVICE_INFO_IDENTIFY,), on_invoke=on_invoke)
+    dev = device_info("V", "P", "S1", "1.0", "A", on_invoke)
     temp = Capability(reg.CAP_TEMPERATURE, values={reg.ATTR_TEMPERATURE_VALUE: 2150,
                                                    reg.ATTR_TEMPERATURE_OFFSET: 0},
                       on_write=on_write, ranges={reg.ATTR_TEMPERATURE_VALUE: (-1000, 6000)})
-    btn = Capability(reg.CAP_BUTTONS, values={reg.ATTR_BUTTONS_COUNT: 4},
+    btn = Capability(reg.CAP_BUTTONS, values={reg.ATTR_BUTTONS_COUNT: 4, reg.ATTR_BUTTONS_PRESSED: 0},
                      events=(reg.EV_BUTTONS_PRESS,))
-    node = Node(clk, reg.CLASS_AMBIENT, {msg.D_VENDOR: "V", msg.D_SERIAL: "S1"},
-                [dev, temp, btn], max_subs=max_subs)
+    node = Node(clk, reg.CLASS_AMBIENT, [dev, temp, btn], max_subs=max_subs)
     link = FakeLink()
     node.attach(link)
     return clk, node, link, temp, btn, calls
@@ -76,7 +73,8 @@ def test_describe_lists_slots_in_order():
     assert [c[msg.C_ID] for c in caps] == [reg.CAP_DEVICE_INFO, reg.CAP_TEMPERATURE, reg.CAP_BUTTONS]
     assert caps[1][msg.C_ATTRS] == sorted([reg.ATTR_TEMPERATURE_VALUE, reg.ATTR_TEMPERATURE_OFFSET])
     assert caps[1][msg.C_RANGES] == {reg.ATTR_TEMPERATURE_VALUE: [-1000, 6000]}
-    assert caps[0][msg.C_COMMANDS] == [reg.CMD_DEVICE_INFO_IDENTIFY]
+    assert caps[0][msg.C_COMMANDS] == [reg.CMD_DEVICE_INFO_IDENTIFY, reg.CMD_DEVICE_INFO_REBOOT,
+                                      reg.CMD_DEVICE_INFO_READ_LOG]
     assert caps[2][msg.C_EVENTS] == [reg.EV_BUTTONS_PRESS]
 
 
@@ -160,8 +158,8 @@ def test_subscribe_limits():
     assert rq(node, link, msg.subscribe(4, 1, v, 0, 60, -1)) == [[9, 4, msg.INVALID_VALUE]]
     assert rq(node, link, msg.subscribe(5, 1, v, 100, 60))[0] == [9, 5, 0, [100, 60]]  # replaces
     assert len(node.subs) == 1
-    assert rq(node, link, msg.subscribe(6, 0, 0, 0, 60))[0][2] == 0
-    assert rq(node, link, msg.subscribe(7, 2, 0, 0, 60)) == [[9, 7, msg.NO_RESOURCES]]
+    assert rq(node, link, msg.subscribe(6, 0, reg.ATTR_DEVICE_INFO_HEALTH, 0, 60))[0][2] == 0
+    assert rq(node, link, msg.subscribe(7, 2, reg.ATTR_BUTTONS_PRESSED, 0, 60)) == [[9, 7, msg.NO_RESOURCES]]
     assert rq(node, link, msg.unsubscribe(8, 1, v)) == [[9, 8, 0]]
     assert rq(node, link, msg.unsubscribe(9, 1, v)) == [[9, 9, msg.NOT_FOUND]]
 
@@ -216,7 +214,7 @@ def test_future_types_and_secured():
     assert rq(node, link, [40, 1, 2]) == []
     assert rq(node, link, [15, 1, 42, b"\x82\x01", bytes(4)]) == []
     assert rq(node, link, [9, 1, 0]) == [] and rq(node, link, [10, 0, 0, 1]) == []
-    assert node.rx_ignored == 4
+    assert node.rx_dropped == 4
 
 
 def test_silent_car_loses_session_and_subscriptions():
@@ -264,3 +262,124 @@ def test_session_table_is_bounded():
         rq(node, link, msg.hello(1), peer=peer)
     assert len(node.sessions) == 8
     assert (link, 19) in node.sessions and (link, 0) not in node.sessions
+
+
+def test_big_results_are_sent_and_oversized_ones_refused():
+    clk, node, link, temp, btn, calls = make()
+    info = node.info
+    lines = ["x" * 120] * 16
+    info.on_invoke = lambda c, cmd, a: (msg.OK, [7, lines])
+    [r] = rq(node, link, msg.invoke(1, 0, reg.CMD_DEVICE_INFO_READ_LOG, [0]))
+    assert r == [9, 1, 0, [7, lines]]  # > 256 bytes: bigger than the scratch encoder
+    info.on_invoke = lambda c, cmd, a: (msg.OK, "y" * 5000)
+    assert rq(node, link, msg.invoke(2, 0, reg.CMD_DEVICE_INFO_READ_LOG, [0])) == \
+        [[9, 2, msg.NO_RESOURCES]]
+
+
+def test_app_handler_that_raises_answers_hw_fault():
+    clk, node, link, temp, btn, calls = make()
+
+    def broken(cap, a, b):
+        raise RuntimeError("sensor bus stuck")
+
+    temp.on_write = broken
+    assert rq(node, link, msg.write(1, 1, reg.ATTR_TEMPERATURE_OFFSET, 5)) == [[9, 1, msg.HW_FAULT]]
+    assert temp.get(reg.ATTR_TEMPERATURE_OFFSET) == 0
+
+
+def test_subscribe_needs_report_right_and_numeric_threshold():
+    clk, node, link, *_ = make()
+    assert rq(node, link, msg.subscribe(1, 0, reg.ATTR_DEVICE_INFO_VENDOR, 0, 60)) == \
+        [[9, 1, msg.ACCESS_DENIED]]
+    assert rq(node, link, msg.subscribe(2, 0, reg.ATTR_DEVICE_INFO_HEALTH, 0, 60, 1)) == \
+        [[9, 2, msg.INVALID_VALUE]]
+    assert rq(node, link, msg.subscribe(3, 0, reg.ATTR_DEVICE_INFO_HEALTH, 0, 60, 0))[0] == \
+        [9, 3, 0, [0, 60]]
+    assert rq(node, link, [6, 4, 1, 0, 0]) == [[9, 4, msg.MALFORMED]]
+    assert rq(node, link, [6, 5, 1, 0, 70000, 60]) == [[9, 5, msg.MALFORMED]]
+
+
+def test_describe_identity_is_device_info_and_counters_are_mirrored():
+    clk, node, link, *_ = make()
+    [r] = rq(node, link, msg.describe(1))
+    d = r[3]
+    assert [d[k] for k in (msg.D_VENDOR, msg.D_PRODUCT, msg.D_SERIAL, msg.D_FIRMWARE,
+                           msg.D_HARDWARE)] == ["V", "P", "S1", "1.0", "A"]
+    node.receive(link, 0, b"\xff")
+    node.receive(link, 0, encode([40, 1]))
+    clk.advance(2500)
+    node.poll()
+    got = [rq(node, link, msg.read(i, 0, a))[0][3] for i, a in enumerate((
+        reg.ATTR_DEVICE_INFO_RX_MALFORMED, reg.ATTR_DEVICE_INFO_RX_DROPPED,
+        reg.ATTR_DEVICE_INFO_UPTIME_S, reg.ATTR_DEVICE_INFO_EVENTS_DROPPED))]
+    assert got == [1, 1, 2, 0]
+
+
+def test_stalled_peer_does_not_hold_up_another():
+    clk, node, link, *_ = make()
+
+    class Picky(FakeLink):
+        def send(self, peer, data, urgent=False):
+            return peer != 9 and FakeLink.send(self, peer, data, urgent)
+
+    p = Picky()
+    p.liveness_ms = 0
+    node.attach(p)
+    node.receive(p, 9, encode(msg.read(1, 1, 0)))  # peer 9 never drains
+    node.receive(p, 4, encode(msg.read(2, 1, 0)))
+    node.poll()
+    assert p.take() == [(4, [9, 2, 0, 2150], False)]
+    assert len(node._outbox) == 1
+
+
+def test_node_refuses_capabilities_that_contradict_the_registry():
+    clk = ManualClock()
+    ok = lambda c, a, b: msg.OK  # noqa: E731
+    dev = device_info("V", "P", "S", "1", "A", ok)
+    bad = [
+        [],  # no device_info
+        [dev, Capability(reg.CAP_TEMPERATURE, values={23: 1})],  # unknown attribute
+        [dev, Capability(reg.CAP_TEMPERATURE, values={0: 99999})],  # out of range
+        [dev, Capability(reg.CAP_TEMPERATURE, values={0: 1}, ranges={0: (-9000, 0)})],
+        [dev, Capability(reg.CAP_CO2, values={0: 400}, commands=(0,))],  # no handler
+        [dev, Capability(reg.CAP_CO2, values={0: 400}, commands=(9,), on_invoke=ok)],
+        [dev, Capability(0xF001, values={0: 1})],  # vendor capability without specs
+        [dev, Capability(reg.CAP_TEMPERATURE, values={0: 1}),
+         Capability(reg.CAP_TEMPERATURE, values={0: 2})],  # same id + instance
+    ]
+    for caps in bad:
+        try:
+            Node(clk, 0, caps)
+        except ValueError:
+            continue
+        raise AssertionError("accepted %r" % [(c.id, c.values) for c in caps])
+    Node(clk, 0, [dev, Capability(reg.CAP_TEMPERATURE, values={0: 1}),
+                  Capability(reg.CAP_TEMPERATURE, 1, values={0: 2})])
+
+
+def test_capability_set_rejects_bad_values():
+    clk, node, link, temp, *_ = make()
+    for v in (99999, "21.5", None, True):
+        try:
+            temp.set(reg.ATTR_TEMPERATURE_VALUE, v)
+        except ValueError:
+            continue
+        raise AssertionError("set accepted %r" % (v,))
+    assert temp.get(reg.ATTR_TEMPERATURE_VALUE) == 2150
+
+
+def test_vendor_capability_is_checked_like_registry_ones():
+    clk = ManualClock()
+    ok = lambda c, a, b: msg.OK  # noqa: E731
+    vend = Capability(0xF042, values={0: 5, 1: "a"}, commands=(0,), on_invoke=ok,
+                      specs={0: (reg.T_UINT, reg.A_READ | reg.A_WRITE, 0, 10),
+                             1: (reg.T_STR, reg.A_READ, None, 4)},
+                      cmd_specs={0: ((reg.T_BOOL, None, None, False),)})
+    node = Node(clk, 0, [device_info("V", "P", "S", "1", "A", ok), vend])
+    link = FakeLink()
+    node.attach(link)
+    assert rq(node, link, msg.write(1, 1, 0, 11)) == [[9, 1, msg.INVALID_VALUE]]
+    assert rq(node, link, msg.write(2, 1, 0, 10)) == [[9, 2, 0]]
+    assert rq(node, link, msg.write(3, 1, 1, "b")) == [[9, 3, msg.ACCESS_DENIED]]
+    assert rq(node, link, msg.invoke(4, 1, 0, [1])) == [[9, 4, msg.INVALID_VALUE]]
+    assert rq(node, link, msg.invoke(5, 1, 0, [True])) == [[9, 5, 0]]

@@ -1,4 +1,4 @@
-# Message fragmentation over GATT writes and notifications (spec 8.3).
+# Message fragmentation over GATT writes and notifications (spec 8.4).
 # Each fragment: [header][len_hi len_lo if START][payload...]
 #   header bit 7 START, bit 6 END, bits 5..0 sequence number; the sequence runs
 #   on across messages, per direction and per connection, so a lost fragment
@@ -79,6 +79,7 @@ class Reassembler:
         self._pos = 0
         self.ok = 0
         self.dropped = 0  # fragments thrown away, and messages abandoned
+        self.gaps = 0  # sequence gaps seen, with or without a message in progress
 
     def reset(self):
         # New connection: sequence numbers start over.
@@ -92,8 +93,11 @@ class Reassembler:
             return
         h = frag[0]
         seq = h & _SEQ
-        if self.expect >= 0 and seq != self.expect and self._len >= 0:
-            self._abandon()  # a fragment went missing
+        if self.expect >= 0 and seq != self.expect:
+            # A fragment, maybe a whole message, went missing (spec 8.4).
+            self.gaps += 1
+            if self._len >= 0:
+                self._abandon()
         self.expect = (seq + 1) & _SEQ
         if h & START:
             if self._len >= 0:

@@ -27,14 +27,19 @@ _PAD = const(0xCC)
 class CanLink:
     liveness_ms = 3000  # a peer silent this long is gone (3 missed heartbeats)
 
-    def __init__(self, can, endpoint, clock, name, preferred, pool=(0x80, 0xF7),
-                 heartbeat_ms=1000, rx_max=512, bs=0, stmin=0, max_channels=8,
+    def __init__(self, can, endpoint, clock, name, preferred=None, pool=(0x80, 0xF7),
+                 heartbeat_ms=1000, rx_max=None, bs=0, stmin=0, max_channels=8,
                  on_peer=None):
+        # preferred: first address to claim (default: spec 7.3's formula);
+        # rx_max: ISO-TP receive limit, by default the endpoint's max_rx, so it
+        # equals the D_MAX_RX the accessory announces (spec 7.4).
         self.can = can
         self.endpoint = endpoint
         self.clock = clock
         self.heartbeat_ms = heartbeat_ms
-        self.rx_max = rx_max
+        self.rx_max = rx_max or getattr(endpoint, "max_rx", 512)
+        if preferred is None:
+            preferred = _claim.preferred_address(name, pool)
         self.bs = bs
         self.stmin = stmin
         self.max_channels = max_channels
@@ -118,6 +123,10 @@ class CanLink:
         if p is None or me == _claim.NULL:
             return  # other traffic on a shared bus is not ours to judge
         prio, kind, ta, sa = p
+        if not self.claim.ready:
+            if ta == me or ta == _claim.GLOBAL:
+                self.frames_dropped += 1  # no ISO-TP during the settle time (spec 7.3)
+            return
         if sa >= _claim.NULL:
             self.frames_dropped += 1
         elif kind == 0xDA:
@@ -141,6 +150,7 @@ class CanLink:
         # bad input from the bus.
         now = self.clock.ticks_ms()
         if self._bus_off(now):
+            self.endpoint.poll()  # the app and other links keep running
             return
         rx = self._rx
         for _ in range(_RX_BURST):

@@ -45,6 +45,12 @@ def make_name(identity, function, manufacturer=0, ecu_instance=0,
     return n
 
 
+def preferred_address(name, pool=(0x80, 0xF7)):
+    # An accessory's first choice (spec 7.3): pool start + identity mod pool size.
+    lo, hi = pool
+    return lo + (name & 0x1FFFFF) % (hi - lo + 1)
+
+
 def name_bytes(name):
     return bytes((name >> (8 * i)) & 0xFF for i in range(8))
 

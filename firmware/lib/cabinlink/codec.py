@@ -70,8 +70,6 @@ class Encoder:
             raise ProtocolError("int out of range")
 
     def _item(self, obj, depth):
-        if depth > _MAX_DEPTH:
-            raise ProtocolError("nesting too deep")
         if obj is True:
             self._byte(0xF5)
         elif obj is False:
@@ -91,10 +89,17 @@ class Encoder:
             self._head(2, len(obj))
             self._put(obj)
         elif isinstance(obj, (list, tuple)):
+            if depth >= _MAX_DEPTH:
+                raise ProtocolError("nesting too deep")
             self._head(4, len(obj))
             for x in obj:
                 self._item(x, depth + 1)
         elif isinstance(obj, dict):
+            if depth >= _MAX_DEPTH:
+                raise ProtocolError("nesting too deep")
+            for k in obj:
+                if isinstance(k, bool) or not isinstance(k, (int, str)):
+                    raise ProtocolError("map keys must be int or str")
             self._head(5, len(obj))
             if len(obj) > 1:
                 # Deterministic order: sort by encoded key bytes (RFC 8949 4.2.1).
@@ -214,7 +219,7 @@ def _dec(b, i, end, depth):
         out = {}
         for _ in range(v):
             k, i = _dec(b, i, end, depth + 1)
-            if not isinstance(k, (int, str)):
+            if isinstance(k, bool) or not isinstance(k, (int, str)):
                 raise ProtocolError("bad map key")
             if k in out:
                 raise ProtocolError("duplicate map key")

@@ -1,5 +1,5 @@
 # ISO 15765-2 (ISO-TP) on classic CAN with normal fixed addressing (29-bit ids
-# 0x18DA<TA><SA> physical, 0x18DB<TA><SA> functional; spec section 6).
+# 0x18DA<TA><SA> physical, 0x18DB<TA><SA> functional; spec section 7.4).
 # A Channel is one ISO-TP connection: it segments one outgoing message and
 # reassembles one incoming message at a time. It is transport-agnostic: the
 # owner demultiplexes CAN frames by their whole 29-bit id, hands this channel's

@@ -9,8 +9,12 @@ class Capability:
     # values: {attr_id: initial value}; the keys are the supported attributes.
     # on_write(cap, attr, value) -> status (msg.OK to accept; the node then stores it)
     # on_invoke(cap, cmd, args) -> status or (status, result)
+    # A vendor capability (id 0xF000-0xFFFE, not in the registry) brings its own
+    # specs: {attr: (type, access, min, max)} and cmd_specs: {cmd: ((type, min,
+    # max, optional), ...)}, checked exactly like registry ones (spec 3.6).
     def __init__(self, cap_id, instance=0, values=None, commands=(), events=(),
-                 ranges=None, label=None, on_write=None, on_invoke=None):
+                 ranges=None, label=None, on_write=None, on_invoke=None,
+                 specs=None, cmd_specs=None):
         self.id = cap_id
         self.instance = instance
         self.values = values if values is not None else {}
@@ -20,6 +24,8 @@ class Capability:
         self.label = label
         self.on_write = on_write
         self.on_invoke = on_invoke
+        self.specs = specs if specs is not None else reg.ATTRS.get(cap_id)
+        self.cmd_specs = cmd_specs if cmd_specs is not None else reg.CMDS.get(cap_id)
         self.slot = -1
         self.node = None
 
@@ -28,6 +34,10 @@ class Capability:
 
     def set(self, attr, value):
         # Local update by the app; subscriptions see it on the node's next poll.
+        # A value outside the attribute's type or range is an app bug (spec 3.3).
+        s = self.attr_spec(attr)
+        if s is None or not check_value(s[0], s[2], s[3], value):
+            raise ValueError("bad value for attribute %d of 0x%04x" % (attr, self.id))
         self.values[attr] = value
 
     def emit(self, ev, data=None):
@@ -37,15 +47,37 @@ class Capability:
         return self.node.emit(self.slot, ev, data)
 
     def attr_spec(self, attr):
-        # (type, access, min, max) or None for a vendor capability the registry lacks.
-        t = reg.ATTRS.get(self.id)
-        if t is None:
-            return None
-        s = t.get(attr)
+        # (type, access, min, max), the range narrowed by `ranges`; None if unknown.
+        s = self.specs.get(attr) if self.specs else None
         if s is not None and self.ranges and attr in self.ranges:
             r = self.ranges[attr]
             s = (s[0], s[1], r[0], r[1])
         return s
+
+    def arg_specs(self, cmd):
+        return self.cmd_specs.get(cmd) if self.cmd_specs else None
+
+    def check(self):
+        # Raise ValueError when this capability contradicts its specs; the node
+        # runs it once at start, so a bad app fails on the bench, not in a car.
+        if self.specs is None:
+            raise ValueError("capability 0x%04x: not in the registry and no specs" % self.id)
+        for a in self.values:
+            s = self.specs.get(a)
+            if s is None:
+                raise ValueError("0x%04x: unknown attribute %d" % (self.id, a))
+            if self.ranges and a in self.ranges:
+                lo, hi = self.ranges[a]
+                if (s[2] is not None and lo < s[2]) or (s[3] is not None and hi > s[3]) or lo > hi:
+                    raise ValueError("0x%04x: range of %d outside the registry" % (self.id, a))
+            r = self.attr_spec(a)
+            if not check_value(r[0], r[2], r[3], self.values[a]):
+                raise ValueError("0x%04x: bad value for %d" % (self.id, a))
+        for c in self.commands:
+            if self.arg_specs(c) is None:
+                raise ValueError("0x%04x: unknown command %d" % (self.id, c))
+        if self.commands and self.on_invoke is None:
+            raise ValueError("0x%04x: commands listed without a handler" % self.id)
 
     def entry(self):
         # This capability's entry in the DESCRIBE map (spec 5.4).
@@ -60,6 +92,28 @@ class Capability:
         if self.label:
             e[msg.C_LABEL] = self.label
         return e
+
+
+def device_info(vendor, product, serial, firmware, hardware, on_invoke,
+                boot_count=0, reset_cause=0):
+    # The device_info capability every accessory has (spec 3.1), with all its
+    # mandatory attributes; the node keeps uptime, health, mode and counters.
+    return Capability(reg.CAP_DEVICE_INFO, values={
+        reg.ATTR_DEVICE_INFO_VENDOR: vendor,
+        reg.ATTR_DEVICE_INFO_PRODUCT: product,
+        reg.ATTR_DEVICE_INFO_SERIAL: serial,
+        reg.ATTR_DEVICE_INFO_FIRMWARE_VERSION: firmware,
+        reg.ATTR_DEVICE_INFO_HARDWARE_VERSION: hardware,
+        reg.ATTR_DEVICE_INFO_UPTIME_S: 0,
+        reg.ATTR_DEVICE_INFO_BOOT_COUNT: boot_count,
+        reg.ATTR_DEVICE_INFO_RESET_CAUSE: reset_cause,
+        reg.ATTR_DEVICE_INFO_HEALTH: msg.HEALTH_NOMINAL,
+        reg.ATTR_DEVICE_INFO_MODE: msg.MODE_OPERATIONAL,
+        reg.ATTR_DEVICE_INFO_RX_MALFORMED: 0,
+        reg.ATTR_DEVICE_INFO_RX_DROPPED: 0,
+        reg.ATTR_DEVICE_INFO_EVENTS_DROPPED: 0,
+    }, commands=(reg.CMD_DEVICE_INFO_IDENTIFY, reg.CMD_DEVICE_INFO_REBOOT,
+                 reg.CMD_DEVICE_INFO_READ_LOG), on_invoke=on_invoke)
 
 
 def check_value(t, lo, hi, v):

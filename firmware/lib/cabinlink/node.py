@@ -23,7 +23,17 @@ from cabinlink.model import check_value
 _OUTBOX = const(8)  # results/events waiting for a busy link
 _MAX_SUBS = const(16)
 _MAX_SESSIONS = const(8)
+_MAX_MESSAGE = const(4095)
 _UINT16 = const(0xFFFF)
+
+
+def _call(handler, cap, a, b):
+    # An app handler that raises is a fault of the accessory, not of the
+    # request: the car gets HW_FAULT and the node keeps running.
+    try:
+        return handler(cap, a, b)
+    except Exception:
+        return msg.HW_FAULT
 
 
 class _Sub:
@@ -46,17 +56,26 @@ class _Session:
 
 
 class Node:
-    def __init__(self, clock, device_class, identity, caps, max_rx=512,
-                 max_subs=_MAX_SUBS):
-        # identity: {msg.D_VENDOR: "...", msg.D_PRODUCT: ..., msg.D_SERIAL: ...,
-        #            msg.D_FIRMWARE: ..., msg.D_HARDWARE: ...}
+    def __init__(self, clock, device_class, caps, max_rx=512, max_subs=_MAX_SUBS):
+        # caps: the capabilities in slot order; exactly one is device_info (its
+        # identity strings are the ones DESCRIBE carries, spec 3.1). Raises
+        # ValueError at start when a capability contradicts the registry.
         self.clock = clock
         self.device_class = device_class
-        self.identity = identity
         self.caps = caps
+        self.info = None
+        seen = []
         for i, c in enumerate(caps):
+            c.check()
+            if (c.id, c.instance) in seen:
+                raise ValueError("duplicate capability 0x%04x/%d" % (c.id, c.instance))
+            seen.append((c.id, c.instance))
+            if c.id == reg.CAP_DEVICE_INFO:
+                self.info = c
             c.slot = i
             c.node = self
+        if self.info is None:
+            raise ValueError("no device_info capability")
         self.max_rx = max_rx
         self.max_subs = max_subs
         self.health = msg.HEALTH_NOMINAL
@@ -64,15 +83,15 @@ class Node:
         self.links = []
         self.sessions = {}  # (link, peer) -> _Session
         self.subs = []
-        self._outbox = []  # [(key, bytes, urgent)]
+        self._outbox = []  # [(key, bytes, urgent)], in order
         self._enc = Encoder(256)
         self._desc = None
         self._t_last = clock.ticks_ms()
         self._uptime_ms = 0
-        # counters (exposed through device_info by the runtime)
+        # counters, mirrored into device_info (spec 5.1)
         self.rx_ok = 0
         self.rx_malformed = 0
-        self.rx_ignored = 0
+        self.rx_dropped = 0
         self.events_dropped = 0
         self.tx_dropped = 0
 
@@ -97,7 +116,7 @@ class Node:
             # Heartbeats keep a session alive (above); anything else the
             # accessory does not expect is ignored (spec 5.1).
             if t != msg.HEARTBEAT:
-                self.rx_ignored += 1
+                self.rx_dropped += 1
             return
         if s is None:
             if len(self.sessions) >= _MAX_SESSIONS:
@@ -106,11 +125,11 @@ class Node:
         tid = m[1]
         try:
             r = self._dispatch(t, m, key, s)
+            self.rx_ok += 1
         except ProtocolError:
             self.rx_malformed += 1
             r = (msg.MALFORMED, None)
         if r is not None:
-            self.rx_ok += 1
             self._send(key, msg.result(tid, r[0], r[1]), False)
 
     def _dispatch(self, t, m, key, s):
@@ -136,7 +155,7 @@ class Node:
         if attr not in cap.values:
             return msg.NOT_FOUND, None
         spec = cap.attr_spec(attr)
-        access = spec[1] if spec else reg.A_READ | reg.A_WRITE
+        access = spec[1]
         if t == msg.READ:
             if not access & reg.A_READ:
                 return msg.ACCESS_DENIED, None
@@ -146,9 +165,9 @@ class Node:
                 raise ProtocolError("missing value")
             return self._write(cap, attr, m[4], spec, access)
         if t == msg.SUBSCRIBE:
-            if not access & reg.A_READ:
+            if not access & reg.A_REPORT:
                 return msg.ACCESS_DENIED, None
-            return self._subscribe(key, cap, attr, m)
+            return self._subscribe(key, cap, attr, m, spec[0])
         # UNSUBSCRIBE
         for sub in self.subs:
             if sub.key == key and sub.slot == cap.slot and sub.attr == attr:
@@ -163,9 +182,9 @@ class Node:
     def _write(self, cap, attr, v, spec, access):
         if not access & reg.A_WRITE:
             return msg.ACCESS_DENIED, None
-        if spec is not None and not check_value(spec[0], spec[2], spec[3], v):
+        if not check_value(spec[0], spec[2], spec[3], v):
             return msg.INVALID_VALUE, None
-        st = cap.on_write(cap, attr, v) if cap.on_write else msg.OK
+        st = _call(cap.on_write, cap, attr, v) if cap.on_write else msg.OK
         if st == msg.OK:
             cap.values[attr] = v
         return st, None
@@ -177,26 +196,27 @@ class Node:
         args = m[4] if len(m) > 4 else []
         if not isinstance(args, list):
             raise ProtocolError("args not an array")
-        specs = reg.CMDS.get(cap.id, {}).get(cmd)
-        if specs is not None:
-            for i, a in enumerate(specs):
-                if i >= len(args):
-                    if not a[3]:
-                        return msg.INVALID_VALUE, None
-                elif not check_value(a[0], a[1], a[2], args[i]):
+        specs = cap.arg_specs(cmd)
+        for i, a in enumerate(specs):
+            if i >= len(args):
+                if not a[3]:
                     return msg.INVALID_VALUE, None
-            args = args[: len(specs)]  # unknown trailing args are ignored
-        if cap.on_invoke is None:
-            return msg.UNSUPPORTED, None
-        r = cap.on_invoke(cap, cmd, args)
+            elif not check_value(a[0], a[1], a[2], args[i]):
+                return msg.INVALID_VALUE, None
+        args = args[: len(specs)]  # unknown trailing args are ignored
+        r = _call(cap.on_invoke, cap, cmd, args)
         return r if isinstance(r, tuple) else (r, None)
 
-    def _subscribe(self, key, cap, attr, m):
+    def _subscribe(self, key, cap, attr, m, typ):
+        # Checks in the order of spec 6.1.
         min_ms = msg.field_uint(m, 4, _UINT16)
         max_s = msg.field_uint(m, 5, 0xFFFFFFFF)
         th = m[6] if len(m) > 6 else None
-        if th is not None and (not isinstance(th, int) or isinstance(th, bool) or th < 0):
-            return msg.INVALID_VALUE, None
+        if th is not None:
+            if not isinstance(th, int) or isinstance(th, bool) or th < 0:
+                return msg.INVALID_VALUE, None
+            if th and typ != reg.T_INT and typ != reg.T_UINT:
+                return msg.INVALID_VALUE, None
         if max_s == 0:
             return msg.INVALID_VALUE, None
         if max_s > msg.MAX_SUBSCRIBE_S:
@@ -217,12 +237,16 @@ class Node:
     def description(self):
         # The DESCRIBE map (spec 5.4), encoded once per boot.
         if self._desc is None:
+            v = self.info.values
             d = {msg.D_VERSION: [msg.VERSION_MAJOR, msg.VERSION_MINOR],
                  msg.D_CLASS: self.device_class,
+                 msg.D_VENDOR: v[reg.ATTR_DEVICE_INFO_VENDOR],
+                 msg.D_PRODUCT: v[reg.ATTR_DEVICE_INFO_PRODUCT],
+                 msg.D_SERIAL: v[reg.ATTR_DEVICE_INFO_SERIAL],
+                 msg.D_FIRMWARE: v[reg.ATTR_DEVICE_INFO_FIRMWARE_VERSION],
+                 msg.D_HARDWARE: v[reg.ATTR_DEVICE_INFO_HARDWARE_VERSION],
                  msg.D_CAPS: [c.entry() for c in self.caps],
                  msg.D_MAX_RX: self.max_rx}
-            for k in self.identity:
-                d[k] = self.identity[k]
             self._desc = encode(d)
         return self._desc
 
@@ -259,10 +283,37 @@ class Node:
         return sent
 
     def _send(self, key, m, urgent):
-        return self._queue(key, bytes(self._enc.encode(m)), urgent)
+        try:
+            data = bytes(self._enc.encode(m))
+        except ProtocolError:
+            data = self._encode_big(m)
+            if data is None:
+                return False
+        return self._queue(key, data, urgent)
+
+    def _encode_big(self, m):
+        # A message over the scratch buffer: encode it on its own; one that
+        # exceeds the 4095-byte message limit becomes RESULT NO_RESOURCES.
+        try:
+            data = encode(m)
+            if len(data) <= _MAX_MESSAGE:
+                return data
+        except ProtocolError:
+            pass
+        if m[0] == msg.RESULT:
+            return encode(msg.result(m[1], msg.NO_RESOURCES))
+        self.tx_dropped += 1
+        return None
+
+    def _waiting(self, key):
+        for o in self._outbox:
+            if o[0] == key:
+                return True
+        return False
 
     def _queue(self, key, data, urgent):
-        if not self._outbox and key[0].send(key[1], data, urgent):
+        # Per peer, messages leave in order; a stalled peer does not hold up others.
+        if not self._waiting(key) and key[0].send(key[1], data, urgent):
             return True
         if len(self._outbox) >= _OUTBOX:
             if urgent:
@@ -287,19 +338,36 @@ class Node:
         now = c.ticks_ms()
         self._uptime_ms += c.ticks_diff(now, self._t_last)
         self._t_last = now
-        while self._outbox:
-            key, data, urgent = self._outbox[0]
-            if not key[0].send(key[1], data, urgent):
-                break
-            self._outbox.pop(0)
+        if self._outbox:
+            self._flush()
         for key in list(self.sessions):
             live = key[0].liveness_ms
             if live and c.ticks_diff(now, self.sessions[key].seen) > live:
                 self.peer_lost(key[0], key[1])
-        if self._outbox:
-            return  # reports wait behind queued results/events (order matters)
+        self._mirror()
         for sub in self.subs:
-            self._report(sub, now)
+            # A REPORT never overtakes a RESULT or EVENT queued before it (spec 6.4).
+            if not self._waiting(sub.key):
+                self._report(sub, now)
+
+    def _flush(self):
+        blocked = []
+        keep = []
+        for o in self._outbox:
+            if o[0] in blocked or not o[0][0].send(o[0][1], o[1], o[2]):
+                blocked.append(o[0])
+                keep.append(o)
+        self._outbox = keep
+
+    def _mirror(self):
+        # Keep device_info's live attributes current (spec 5.1, registry).
+        v = self.info.values
+        v[reg.ATTR_DEVICE_INFO_UPTIME_S] = self._uptime_ms // 1000
+        v[reg.ATTR_DEVICE_INFO_HEALTH] = self.health
+        v[reg.ATTR_DEVICE_INFO_MODE] = self.mode
+        v[reg.ATTR_DEVICE_INFO_RX_MALFORMED] = self.rx_malformed
+        v[reg.ATTR_DEVICE_INFO_RX_DROPPED] = self.rx_dropped
+        v[reg.ATTR_DEVICE_INFO_EVENTS_DROPPED] = self.events_dropped
 
     def _report(self, sub, now):
         v = self.caps[sub.slot].values.get(sub.attr)
