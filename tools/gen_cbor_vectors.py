@@ -131,9 +131,14 @@ def write_json(path: Path, data: Any) -> None:
             parts.append(f" {json.dumps(key)}: {json.dumps(val, ensure_ascii=False)}")
     text = "{\n" + ",\n".join(parts) + "\n}\n"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; vectors are for everyone
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def main() -> int:

@@ -68,3 +68,27 @@ def test_every_prefix_of_a_message_is_rejected():
     whole = unhex([v for v in V["valid"] if v["name"] == "map int keys sorted"][0]["hex"])
     for i in range(len(whole)):
         assert raises(ProtocolError, decode, whole[:i])
+
+
+def test_encoding_a_report_allocates_only_the_returned_view_on_micropython():
+    # Measured where it matters: MicroPython's heap (the CPython run checks the
+    # bytes only). A report on every sample must not churn the heap.
+    import sys
+
+    e = Encoder(32)
+    report = [10, 1, 0, 2150]
+    assert bytes(e.encode(report)) == unhex("840a0100190866")
+    if sys.implementation.name != "micropython":
+        return
+    import gc
+
+    gc.collect()
+    gc.disable()
+    try:
+        before = gc.mem_alloc()
+        for _ in range(100):
+            e.encode(report)
+        used = (gc.mem_alloc() - before) / 100
+    finally:
+        gc.enable()
+    assert used <= 48, used  # one memoryview object per message

@@ -16,6 +16,11 @@ except ImportError:  # CPython (host tools)
 
 
 _MAX_DEPTH = const(8)
+# Type tuples built once: on MicroPython a literal (a, b) in isinstance() is
+# built anew, i.e. allocated, on every call.
+_BUFFERS = (bytes, bytearray, memoryview)
+_SEQUENCES = (list, tuple)
+_KEYS = (int, str)
 
 
 class ProtocolError(ValueError):
@@ -51,23 +56,32 @@ class Encoder:
         self.n = n + 1
 
     def _head(self, major, v):
+        # Major type + argument, shortest form, written in place (no allocation).
         m = major << 5
         if v < 24:
             self._byte(m | v)
-        elif v < 0x100:
-            self._byte(m | 24)
-            self._byte(v)
+            return
+        if v < 0x100:
+            ai, n = 24, 1
         elif v < 0x10000:
-            self._byte(m | 25)
-            self._put(struct.pack(">H", v))
+            ai, n = 25, 2
         elif v < 0x100000000:
-            self._byte(m | 26)
-            self._put(struct.pack(">I", v))
+            ai, n = 26, 4
         elif v < 0x10000000000000000:
-            self._byte(m | 27)
-            self._put(struct.pack(">Q", v))
+            ai, n = 27, 8
         else:
             raise ProtocolError("int out of range")
+        i = self.n
+        if i + 1 + n > len(self.buf):
+            raise ProtocolError("message too long")
+        b = self.buf
+        b[i] = m | ai
+        k = i + n
+        while k > i:
+            b[k] = v & 0xFF
+            v >>= 8
+            k -= 1
+        self.n = i + 1 + n
 
     def _item(self, obj, depth):
         if obj is True:
@@ -85,10 +99,10 @@ class Encoder:
             b = obj.encode()
             self._head(3, len(b))
             self._put(b)
-        elif isinstance(obj, (bytes, bytearray, memoryview)):
+        elif isinstance(obj, _BUFFERS):
             self._head(2, len(obj))
             self._put(obj)
-        elif isinstance(obj, (list, tuple)):
+        elif isinstance(obj, _SEQUENCES):
             if depth >= _MAX_DEPTH:
                 raise ProtocolError("nesting too deep")
             self._head(4, len(obj))
@@ -98,7 +112,7 @@ class Encoder:
             if depth >= _MAX_DEPTH:
                 raise ProtocolError("nesting too deep")
             for k in obj:
-                if isinstance(k, bool) or not isinstance(k, (int, str)):
+                if isinstance(k, bool) or not isinstance(k, _KEYS):
                     raise ProtocolError("map keys must be int or str")
             self._head(5, len(obj))
             if len(obj) > 1:
@@ -219,7 +233,7 @@ def _dec(b, i, end, depth):
         out = {}
         for _ in range(v):
             k, i = _dec(b, i, end, depth + 1)
-            if isinstance(k, bool) or not isinstance(k, (int, str)):
+            if isinstance(k, bool) or not isinstance(k, _KEYS):
                 raise ProtocolError("bad map key")
             if k in out:
                 raise ProtocolError("duplicate map key")
