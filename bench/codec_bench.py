@@ -1,6 +1,7 @@
 # Encode+decode timing of a typical REPORT with the CabinLink codec beside the
 # runtime's built-in json, on whatever runtime runs this file (CPython or
-# MicroPython). Prints one JSON line: {"runtime":..., "cabinlink_us":..., "json_us":...}.
+# MicroPython). Prints one JSON line: runtime, µs per round trip for each,
+# and (MicroPython only) heap bytes per round trip for each.
 import json
 import sys
 import time
@@ -37,16 +38,36 @@ def best_of(fn, rounds=5):
     return best / N
 
 
-def ours():
+def ours(n=N):
     e = Encoder(32)
-    for _ in range(N):
+    for _ in range(n):
         decode(e.encode(REPORT))
 
 
-def builtin_json():
-    for _ in range(N):
+def builtin_json(n=N):
+    for _ in range(n):
         json.loads(json.dumps(REPORT))
 
 
+def heap_per_round_trip(fn, n=100):
+    # MicroPython: bytes taken from the heap per round trip, with the collector
+    # off for n round trips (None elsewhere).
+    try:
+        import gc
+
+        gc.collect()
+        gc.disable()
+        before = gc.mem_alloc()
+    except (ImportError, AttributeError):
+        return None
+    try:
+        fn(n)
+        return (gc.mem_alloc() - before) / n
+    finally:
+        gc.enable()
+
+
 impl = sys.implementation.name
-print(json.dumps({"runtime": impl, "cabinlink_us": best_of(ours), "json_us": best_of(builtin_json)}))
+print(json.dumps({"runtime": impl, "cabinlink_us": best_of(ours), "json_us": best_of(builtin_json),
+                  "cabinlink_heap": heap_per_round_trip(ours),
+                  "json_heap": heap_per_round_trip(builtin_json)}))

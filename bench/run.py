@@ -31,7 +31,9 @@ def run_codec_bench(cmd: list[str]) -> dict[str, float]:
     env = dict(os.environ, MICROPYPATH=str(ROOT / "firmware" / "lib"),
                PYTHONPATH=str(ROOT / "firmware" / "lib"))
     out = subprocess.run(cmd + [str(ROOT / "bench" / "codec_bench.py")], env=env, cwd=ROOT,
-                         capture_output=True, text=True, check=True, timeout=600)
+                         capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise SystemExit(f"{cmd[0]} bench/codec_bench.py failed:\n{out.stdout}{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -47,8 +49,10 @@ def codec_rows() -> list[list[str]]:
     for label, cmd in (("CPython " + sys.version.split()[0], [sys.executable]),
                        ("MicroPython unix port", [micropython(), "-X", "heapsize=256K"])):
         r = run_codec_bench(cmd)
+        heap = lambda v: "-" if v is None else f"{v:.0f}"  # noqa: E731
         rows.append([label, f"{r['cabinlink_us']:.2f}", f"{r['json_us']:.2f}",
-                     f"{r['cabinlink_us'] / r['json_us']:.2f}x"])
+                     f"{r['cabinlink_us'] / r['json_us']:.2f}x",
+                     heap(r.get("cabinlink_heap")), heap(r.get("json_heap"))])
     return rows
 
 
@@ -73,7 +77,8 @@ def size_rows() -> list[list[str]]:
 
 def main() -> int:
     print(table("Encode+decode of REPORT [10, 1, 0, 2150], µs per round trip (best of 5 x 20000)",
-                ["runtime", "CabinLink CBOR", "built-in json", "ratio"], codec_rows()))
+                ["runtime", "CabinLink CBOR", "built-in json", "ratio", "CBOR heap B", "json heap B"],
+                codec_rows()))
     print()
     rows = size_rows()
     print(table("Wire size in bytes (goal: one classic CAN frame = ISO-TP single frame, <= 7 bytes)",

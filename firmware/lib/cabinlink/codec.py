@@ -162,7 +162,10 @@ def _half(h):
     return -v if h & 0x8000 else v
 
 
-def _dec(b, i, end, depth):
+def _dec(b, p, end, depth):
+    # Decode one item at p[0] (a one-element list: the read position, shared
+    # so no (value, position) tuple is allocated per item) and advance p[0].
+    i = p[0]
     if i >= end:
         raise ProtocolError("truncated")
     ib = b[i]
@@ -170,25 +173,22 @@ def _dec(b, i, end, depth):
     major = ib >> 5
     ai = ib & 0x1F
     if major == 7:
+        p[0] = i
         if ai == 20:
-            return False, i
+            return False
         if ai == 21:
-            return True, i
+            return True
         if ai == 22:
-            return None, i
-        if ai == 25:
-            if i + 2 > end:
-                raise ProtocolError("truncated")
-            return _half((b[i] << 8) | b[i + 1]), i + 2
-        if ai == 26:
-            if i + 4 > end:
-                raise ProtocolError("truncated")
-            return struct.unpack(">f", bytes(b[i : i + 4]))[0], i + 4
-        if ai == 27:
-            if i + 8 > end:
-                raise ProtocolError("truncated")
-            return struct.unpack(">d", bytes(b[i : i + 8]))[0], i + 8
-        raise ProtocolError("unsupported simple value")
+            return None
+        n = (0, 2, 4, 8)[ai - 24] if 25 <= ai <= 27 else 0
+        if n == 0:
+            raise ProtocolError("unsupported simple value")
+        if i + n > end:
+            raise ProtocolError("truncated")
+        p[0] = i + n
+        if n == 2:
+            return _half((b[i] << 8) | b[i + 1])
+        return struct.unpack(">f" if n == 4 else ">d", bytes(b[i : i + n]))[0]
     if ai < 24:
         v = ai
     elif ai < 28:
@@ -201,21 +201,22 @@ def _dec(b, i, end, depth):
         i += n
     else:
         raise ProtocolError("indefinite or reserved length")
+    p[0] = i
     if major == 0:
-        return v, i
+        return v
     if major == 1:
-        return -1 - v, i
+        return -1 - v
     if major == 2 or major == 3:
         if v > end - i:
             raise ProtocolError("truncated")
         s = bytes(b[i : i + v])
-        i += v
+        p[0] = i + v
         if major == 3:
             try:
                 s = s.decode()
             except Exception:
                 raise ProtocolError("bad utf-8")
-        return s, i
+        return s
     if depth >= _MAX_DEPTH:
         raise ProtocolError("nesting too deep")
     if major == 4:
@@ -224,35 +225,34 @@ def _dec(b, i, end, depth):
             raise ProtocolError("truncated")
         out = []
         for _ in range(v):
-            x, i = _dec(b, i, end, depth + 1)
-            out.append(x)
-        return out, i
+            out.append(_dec(b, p, end, depth + 1))
+        return out
     if major == 5:
         if 2 * v > end - i:
             raise ProtocolError("truncated")
         out = {}
         for _ in range(v):
-            k, i = _dec(b, i, end, depth + 1)
+            k = _dec(b, p, end, depth + 1)
             if isinstance(k, bool) or not isinstance(k, _KEYS):
                 raise ProtocolError("bad map key")
             if k in out:
                 raise ProtocolError("duplicate map key")
-            x, i = _dec(b, i, end, depth + 1)
-            out[k] = x
-        return out, i
+            out[k] = _dec(b, p, end, depth + 1)
+        return out
     raise ProtocolError("tags not supported")
 
 
 def decode(b):
     # Decode exactly one item filling all of b (bytes, bytearray or memoryview).
     end = len(b)
+    p = [0]
     try:
-        v, i = _dec(b, 0, end, 0)
+        v = _dec(b, p, end, 0)
     except ProtocolError:
         raise
     except Exception:
         # RecursionError, MemoryError on a tiny heap, ...: still only our error.
         raise ProtocolError("undecodable")
-    if i != end:
+    if p[0] != end:
         raise ProtocolError("trailing bytes")
     return v
