@@ -92,7 +92,6 @@ def _node() -> tuple[Node, object]:
             return True
 
     link = L()
-    node.attach(link)
     return node, link
 
 
@@ -118,7 +117,6 @@ def test_can_link_never_raises_on_arbitrary_frames(frames: list[tuple[int, bytes
     bus = FakeBus()
     node = Node(clk, 0, [device_info("v", "p", "s", "1", "a", lambda c, cmd, a: msg.OK)])
     link = CanLink(bus.controller(), node, clk, claim.make_name(3, 0xC0), 0x80)
-    node.attach(link)
     link.start()
     for _ in range(260):
         clk.advance(1)

@@ -38,7 +38,6 @@ def setup():
     node = Node(clk, reg.CLASS_CONTROLLER,
                 [device_info("T", "P", "S", "1", "A", lambda c, a, b: msg.OK), btn])
     acc = CanLink(bus.controller(), node, clk, claim.make_name(5, 0xC3), 0x85)
-    node.attach(acc)
     car_ep = Sink()
     car = CanLink(bus.controller(), car_ep, clk, claim.make_name(1, 0xC0, arbitrary=False),
                   0x00, pool=(0, 15), rx_max=4095)

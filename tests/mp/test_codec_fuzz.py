@@ -67,7 +67,6 @@ def test_node_swallows_mutants():
 
     node = Node(ManualClock(), 0, [device_info("v", "p", "s", "1", "a", lambda c, a, b: 0)])
     link = L()
-    node.attach(link)
     for b in mutants(777, 2000):
         node.receive(link, 1, b)
         node.poll()

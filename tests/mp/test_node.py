@@ -45,7 +45,6 @@ def make(max_subs=16):
                      events=(reg.EV_BUTTONS_PRESS,))
     node = Node(clk, reg.CLASS_AMBIENT, [dev, temp, btn], max_subs=max_subs)
     link = FakeLink()
-    node.attach(link)
     return clk, node, link, temp, btn, calls
 
 
@@ -324,7 +323,6 @@ def test_stalled_peer_does_not_hold_up_another():
 
     p = Picky()
     p.liveness_ms = 0
-    node.attach(p)
     node.receive(p, 9, encode(msg.read(1, 1, 0)))  # peer 9 never drains
     node.receive(p, 4, encode(msg.read(2, 1, 0)))
     node.poll()
@@ -377,7 +375,6 @@ def test_vendor_capability_is_checked_like_registry_ones():
                       cmd_specs={0: ((reg.T_BOOL, None, None, False),)})
     node = Node(clk, 0, [device_info("V", "P", "S", "1", "A", ok), vend])
     link = FakeLink()
-    node.attach(link)
     assert rq(node, link, msg.write(1, 1, 0, 11)) == [[9, 1, msg.INVALID_VALUE]]
     assert rq(node, link, msg.write(2, 1, 0, 10)) == [[9, 2, 0]]
     assert rq(node, link, msg.write(3, 1, 1, "b")) == [[9, 3, msg.ACCESS_DENIED]]

@@ -80,7 +80,6 @@ class Node:
         self.max_subs = max_subs
         self.health = msg.HEALTH_NOMINAL
         self.mode = msg.MODE_OPERATIONAL
-        self.links = []
         self.sessions = {}  # (link, peer) -> _Session
         self.subs = []
         self._outbox = []  # [(key, bytes, urgent)], in order
@@ -94,9 +93,6 @@ class Node:
         self.rx_dropped = 0
         self.events_dropped = 0
         self.tx_dropped = 0
-
-    def attach(self, link):
-        self.links.append(link)
 
     # --- inbound -----------------------------------------------------------
     def receive(self, link, peer, data):
