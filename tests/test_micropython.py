@@ -24,7 +24,8 @@ MODULES = sorted(p.stem for p in MP_DIR.glob("test_*.py"))
 @pytest.mark.micropython
 @pytest.mark.parametrize("module", MODULES)
 def test_under_micropython(module: str) -> None:
-    env = dict(os.environ, MICROPYPATH=f"{ROOT / 'firmware' / 'lib'}:{MP_DIR}")
+    # .frozen keeps the port's frozen modules (asyncio) importable; firmware/ holds drivers/.
+    env = dict(os.environ, MICROPYPATH=f"{ROOT / 'firmware' / 'lib'}:{MP_DIR}:{ROOT / 'firmware'}:.frozen")
     proc = subprocess.run(
         [micropython_binary(), "-X", f"heapsize={HEAP}", str(MP_DIR / "run.py"), module],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,

@@ -1,0 +1,48 @@
+# Shared by the sensor drivers: Sensirion's CRC-8 over 16-bit words (polynomial
+# 0x31, init 0xFF; CRC(BE EF) = 0x92) and SensorError, which every driver in
+# drivers/ raises instead of returning a wrong value.
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+_ENODEV = const(19)
+
+
+class SensorError(OSError):
+    # args[0]: a short reason: "nack", "bus", "crc", "timeout", "frc failed", ...
+    pass
+
+
+def bus_error(e):
+    # The SensorError for an OSError from machine.I2C (19 = no ACK).
+    return SensorError("nack" if e.args and e.args[0] == _ENODEV else "bus")
+
+
+def crc8(buf, i=0):
+    # CRC of the word buf[i], buf[i + 1].
+    c = 0xFF
+    for j in range(i, i + 2):
+        c ^= buf[j]
+        for _ in range(8):
+            c = ((c << 1) ^ 0x31) & 0xFF if c & 0x80 else (c << 1) & 0xFF
+    return c
+
+
+def check(buf, n):
+    # n words of (MSB, LSB, CRC) at the start of buf; raises SensorError("crc").
+    for i in range(0, 3 * n, 3):
+        if crc8(buf, i) != buf[i + 2]:
+            raise SensorError("crc")
+
+
+def word(buf, i):
+    return buf[i] << 8 | buf[i + 1]
+
+
+def put(buf, i, w):
+    # The word w and its CRC into buf[i:i + 3].
+    buf[i] = w >> 8 & 0xFF
+    buf[i + 1] = w & 0xFF
+    buf[i + 2] = crc8(buf, i)

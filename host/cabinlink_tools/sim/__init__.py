@@ -1,0 +1,1 @@
+"""The simulated world: the CAN bus model, the simulated MicroPython platform and its peers."""
