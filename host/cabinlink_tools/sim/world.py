@@ -141,7 +141,9 @@ class SimBoard:
         }
 
 
-class _OpError(Exception):
+class OpError(Exception):
+    """Raised by an operation: the firmware side raises ``OSError(errno, text)``."""
+
     def __init__(self, errno: int, text: str) -> None:
         super().__init__(text)
         self.errno = errno
@@ -181,7 +183,7 @@ class _Connection:
                         r = self.world.handle(self, req)
                     if rid is not None:
                         self.send({"id": rid, "r": r})
-                except _OpError as e:
+                except OpError as e:
                     if rid is not None:
                         self.send({"id": rid, "err": [e.errno, str(e)]})
         except (OSError, ValueError):
@@ -205,6 +207,13 @@ class World:
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self.address = ""
+        self.ops: dict[str, Callable[[SimBoard, dict[str, Any]], Any]] = {}
+
+    def register_op(self, name: str, handler: Callable[[SimBoard, dict[str, Any]], Any]) -> None:
+        """Serve request ``name`` with ``handler(board, request) -> reply`` (called under
+        :attr:`lock`). Extensions (BLE, ...) add their operations this way. A handler raises
+        :class:`OpError` to make the firmware side raise ``OSError(errno)``."""
+        self.ops[name] = handler
 
     def add_board(self, board: SimBoard) -> SimBoard:
         with self.lock:
@@ -289,21 +298,21 @@ class World:
         if op == "hello":
             board = self.boards.get(req["board"])
             if board is None:
-                raise _OpError(ENODEV, f"no simulated board named {req['board']!r}")
+                raise OpError(ENODEV, f"no simulated board named {req['board']!r}")
             conn.board = board
             board.conn = conn
             board.irq_pins.clear()
             return None
         b = conn.board
         if b is None:
-            raise _OpError(ENODEV, "say hello first")
-        handler = getattr(self, "_op_" + op, None)
+            raise OpError(ENODEV, "say hello first")
+        handler = self.ops.get(op) or getattr(self, "_op_" + op, None)
         if handler is None:
-            raise _OpError(22, f"unknown operation {op!r}")
+            raise OpError(22, f"unknown operation {op!r}")
         try:
             return handler(b, req)
         except ValueError as e:
-            raise _OpError(22, str(e)) from e
+            raise OpError(22, str(e)) from e
 
     def _op_board(self, b: SimBoard, req: dict[str, Any]) -> Any:
         return b.facts_for_firmware()
@@ -332,7 +341,7 @@ class World:
     def _i2c_target(self, b: SimBoard, req: dict[str, Any]) -> I2CTarget:
         dev = b.i2c.get(req["bus"], {}).get(req["addr"])
         if dev is None:
-            raise _OpError(ENODEV, "ENODEV")
+            raise OpError(ENODEV, "ENODEV")
         return dev
 
     def _op_i2c_scan(self, b: SimBoard, req: dict[str, Any]) -> Any:
@@ -341,13 +350,13 @@ class World:
     def _op_i2c_write(self, b: SimBoard, req: dict[str, Any]) -> Any:
         data = bytes.fromhex(req["data"])
         if not self._i2c_target(b, req).i2c_write(data):
-            raise _OpError(ENODEV, "ENODEV")
+            raise OpError(ENODEV, "ENODEV")
         return len(data) + 1
 
     def _op_i2c_read(self, b: SimBoard, req: dict[str, Any]) -> Any:
         data = self._i2c_target(b, req).i2c_read(req["n"])
         if data is None:
-            raise _OpError(ENODEV, "ENODEV")
+            raise OpError(ENODEV, "ENODEV")
         return bytes(data).hex()
 
     def _op_spi_init(self, b: SimBoard, req: dict[str, Any]) -> Any:
