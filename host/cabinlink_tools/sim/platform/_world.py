@@ -89,15 +89,20 @@ class World:
         self.pumping = True
         try:
             while True:
-                line = self._read_line(False)
-                if line is None:
+                # A handler's own calls may have buffered more events: go round
+                # until both the buffer and the queue are empty.
+                while True:
+                    line = self._read_line(False)
+                    if line is None:
+                        break
+                    self.events.append(json.loads(line))
+                if not self.events:
                     break
-                self.events.append(json.loads(line))
-            while self.events:
-                ev = self.events.pop(0)
-                h = self.handlers.get(ev["ev"])
-                if h is not None:
-                    h(ev)
+                while self.events:
+                    ev = self.events.pop(0)
+                    h = self.handlers.get(ev["ev"])
+                    if h is not None:
+                        h(ev)
         finally:
             self.pumping = False
 
