@@ -24,6 +24,12 @@ def _registry(args: argparse.Namespace) -> int:
     return registry_gen.main(argv)
 
 
+def _sim(args: argparse.Namespace) -> int:
+    from .sim import cli_sim
+
+    return cli_sim.run(args)
+
+
 def _version(args: argparse.Namespace) -> int:
     from cabinlink import msg
 
@@ -53,6 +59,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
                                    "spec/registry.json, after validating it against its schema.")
     r.add_argument("--check", action="store_true", help="exit 1 if the generated files are stale")
     handlers["registry"] = _registry
+
+    s = sub.add_parser("sim", help="run simulated boards on a simulated CAN bus and show the traffic",
+                       description="Starts the simulated world (boards from boards/*.json, chip models, "
+                                   "cabin, CAN bus) with the chosen accessories running the real firmware, "
+                                   "and prints their consoles and the decoded bus traffic.")
+    from .sim.cli_args import add_sim_arguments
+
+    add_sim_arguments(s)
+    handlers["sim"] = _sim
 
     v = sub.add_parser("version", help="print tool and protocol versions")
     v.set_defaults()

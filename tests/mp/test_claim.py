@@ -155,3 +155,19 @@ def test_short_and_foreign_frames_are_ignored():
     assert a.on_frame(0x18EEFF81, b"\x01\x02") is False
     assert a.on_frame(0x18FEF100, bytes(8)) is False
     assert a.on_frame(0x18EA8000, b"") is False
+
+
+def test_late_joiner_learns_the_bus_by_requesting_claims():
+    clk = ManualClock()
+    bus = Bus()
+    olds = [bus.join(clk, C.make_name(10 + i, 0xC1), 0x80 + i) for i in range(3)]
+    for o in olds:
+        o.start()
+    _run(clk, bus.members, 300)
+    car = bus.join(clk, C.make_name(1, 0xBF, arbitrary=False), 0x00, pool=(0, 15))
+    car.start()
+    _run(clk, bus.members, 300)
+    assert car.peers == {}  # the others claimed before it listened
+    assert car.request_claims()
+    assert bus.log[-4] == (C.request_id(C.GLOBAL, 0x00), b"\x00\xee\x00")
+    assert sorted(car.peers) == [0x80, 0x81, 0x82]

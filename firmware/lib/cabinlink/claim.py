@@ -13,6 +13,7 @@ GLOBAL = const(0xFF)
 NULL = const(0xFE)  # "cannot claim" source address
 _SETTLE_MS = const(250)  # silence after a claim before normal traffic
 _PRIO = const(6)
+_REQUEST_CLAIM = b"\x00\xee\x00"  # the requested PGN 0x00EE00, little-endian
 
 IDLE = const(0)
 CLAIMING = const(1)
@@ -157,6 +158,12 @@ class AddressClaim:
             else:
                 self._claim(nxt)
         return True
+
+    def request_claims(self, da=GLOBAL):
+        # Ask every node (or one) to announce its address: how a node that joins
+        # late learns who is on the bus (J1939-81 Request for Address Claimed).
+        sa = self.address if self.state in (CLAIMING, CLAIMED) else NULL
+        return self.send_frame(request_id(da, sa), _REQUEST_CLAIM)
 
     def _answer_request(self):
         if self.state in (CLAIMING, CLAIMED):

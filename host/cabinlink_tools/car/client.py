@@ -53,6 +53,7 @@ class Accessory:
     name: int | None = None
     online: bool = True
     last_heartbeat: int | None = None
+    heartbeats: int = 0
     uptime_s: int | None = None
     health: int | None = None
     mode: int | None = None
@@ -111,6 +112,7 @@ class CarClient:
         now = self.clock.ticks_ms()
         if t == msg.HEARTBEAT:
             acc.last_heartbeat = now
+            acc.heartbeats += 1
             acc.uptime_s, acc.health, acc.mode = (m + [None, None, None])[1:4]
             if not acc.online:
                 acc.online = True

@@ -25,7 +25,7 @@ PLATFORM = SIM / "platform"
 ROOT = SIM.parents[2]
 FIRMWARE = ROOT / "firmware"
 LIB = FIRMWARE / "lib"
-RUNTIMES = ("cpython", "micropython")
+from .cli_args import RUNTIMES  # noqa: E402
 
 
 def micropython_binary() -> str:

@@ -82,6 +82,8 @@ class SimBoard:
     name: str
     chip: str
     unique_id: bytes
+    variant: str = "ESP32_GENERIC"  # the MicroPython image (its partition table)
+    spec: dict[str, Any] = field(default_factory=dict)  # its boards/*.json description
     facts: ChipFacts = field(init=False)
     pins: dict[int, SimPin] = field(default_factory=dict)
     i2c: dict[str, dict[int, I2CTarget]] = field(default_factory=dict)
@@ -208,6 +210,8 @@ class World:
         self._stop = threading.Event()
         self.address = ""
         self.ops: dict[str, Callable[[SimBoard, dict[str, Any]], Any]] = {}
+        # Called (under the lock) each time a board's firmware connects: a boot.
+        self.on_boot: list[Callable[[SimBoard], None]] = []
 
     def register_op(self, name: str, handler: Callable[[SimBoard, dict[str, Any]], Any]) -> None:
         """Serve request ``name`` with ``handler(board, request) -> reply`` (called under
@@ -302,6 +306,8 @@ class World:
             conn.board = board
             board.conn = conn
             board.irq_pins.clear()
+            for fn in self.on_boot:
+                fn(board)
             return None
         b = conn.board
         if b is None:

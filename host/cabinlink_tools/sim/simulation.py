@@ -1,0 +1,207 @@
+"""A whole simulated world in one object: the CAN bus, the cabin, the vehicle, boards.
+
+``Simulation`` is what tests, the demo and ``cabinlink sim`` use::
+
+    with Simulation() as sim:
+        acc = sim.add("esp32-devkitc", "controller", runtime="micropython")
+        acc.press(0)
+        car = sim.can_peer()            # a python-can Bus on the same simulated bus
+
+Each :class:`Accessory` is one board running its firmware in its own process, with a test
+API that acts on the world (press a button, turn the knob, raise CO2, insert a phone,
+unplug it, cut its power) and reads it back (LEDs, servo, motor, its console).
+"""
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import can
+
+from . import boards
+from .cabin import Cabin
+from .canbus import CandumpLogger, SimBus, SimBusServer
+from .runner import FIRMWARE, BoardProcess
+from .vehicle import Vehicle
+from .world import SimBoard, World
+
+MAIN = FIRMWARE / "main.py"
+
+
+def unique_id_for(name: str) -> bytes:
+    """A stable 6-byte eFuse-MAC-like id per board name (Espressif OUI 24:0A:C4)."""
+    return bytes.fromhex("240ac4") + hashlib.sha256(name.encode()).digest()[:3]
+
+
+class Accessory:
+    """One simulated board + its firmware process, with a test API."""
+
+    def __init__(self, sim: Simulation, board: SimBoard, devices: boards.Devices,
+                 process: BoardProcess, app: str) -> None:
+        self.sim = sim
+        self.board = board
+        self.devices = devices
+        self.process = process
+        self.app = app
+        self.plugged = True
+
+    @property
+    def name(self) -> str:
+        return self.board.name
+
+    @property
+    def log(self) -> list[str]:
+        return self.process.log
+
+    def wait_for(self, text: str, timeout: float = 10.0, start: int = 0) -> int:
+        return self.process.wait_for(text, timeout, start)
+
+    # --- stimulus ----------------------------------------------------------------------
+    def press(self, i: int) -> None:
+        self.devices.buttons[i].press()
+
+    def release(self, i: int) -> None:
+        self.devices.buttons[i].release()
+
+    def hold(self, i: int, seconds: float) -> None:
+        self.devices.buttons[i].hold(seconds)
+
+    def turn(self, detents: int) -> None:
+        if self.devices.encoder is None:
+            raise ValueError(f"{self.name} has no encoder")
+        self.devices.encoder.turn(detents)
+
+    def insert_phone(self, at: float = 0.7) -> None:
+        with self.sim.world.lock:
+            if self.devices.motor is not None:
+                self.devices.motor.set_phone(at)
+        if self.devices.phone_sense is not None:
+            self.devices.phone_sense.press()
+
+    def remove_phone(self) -> None:
+        with self.sim.world.lock:
+            if self.devices.motor is not None:
+                self.devices.motor.set_phone(None)
+        if self.devices.phone_sense is not None:
+            self.devices.phone_sense.release()
+
+    def cut_power(self, off_s: float = 0.0) -> None:
+        self.process.cut_power(off_s)
+
+    def unplug(self) -> None:
+        """Pull the connector: the car's power and bus go away together."""
+        self.process.stop()
+        self._bus_attach(False)
+        self.plugged = False
+
+    def replug(self) -> None:
+        self._bus_attach(True)
+        self.plugged = True
+        self.process.start()
+
+    def _bus_attach(self, on: bool) -> None:
+        ctl = self.devices.can
+        if ctl is not None and hasattr(ctl, "set_connected"):
+            with self.sim.world.lock:
+                ctl.set_connected(on)
+
+    # --- observation -------------------------------------------------------------------
+    def leds(self) -> list[tuple[int, int, int]]:
+        return [] if self.devices.leds is None else list(self.devices.leds.pixels)
+
+    def servo_angle(self) -> float | None:
+        return None if self.devices.servo is None else self.devices.servo.angle
+
+    def motor_position(self) -> float | None:
+        with self.sim.world.lock:
+            return None if self.devices.motor is None else self.devices.motor.position
+
+    def pin_level(self, n: int) -> int:
+        with self.sim.world.lock:
+            return self.board.pin(n).level()
+
+
+class Simulation:
+    """The simulated world, CAN bus, cabin and vehicle; boards are added with :meth:`add`."""
+
+    def __init__(self, bitrate: int = 500_000, log_path: Path | None = None,
+                 fs_root: Path | None = None) -> None:
+        self.clock: Callable[[], float] = time.monotonic
+        self.world = World(self.clock)
+        self.bus = SimBus(bitrate)
+        self.server = SimBusServer(self.bus)
+        self.cabin = Cabin(self.clock)
+        self.vehicle = Vehicle()
+        self.accessories: list[Accessory] = []
+        self._tmp = None if fs_root else tempfile.TemporaryDirectory(prefix="cabinlink-sim-")
+        self.fs_root = Path(fs_root) if fs_root else Path(self._tmp.name)  # type: ignore[union-attr]
+        self.logger = CandumpLogger(log_path, self.bus) if log_path else None
+        self._peers: list[can.BusABC] = []
+        self.bus_address = ""
+        self.ble: Any = None
+
+    def start(self) -> Simulation:
+        from .ble import BleWorld
+        from .flash import install_esp32
+
+        self.world.start()
+        self.ble = BleWorld(self.world)  # the radio: Bumble on one virtual link
+        self.flash = install_esp32(self.world, self.fs_root / "flash")  # esp32.Partition, NVS
+        host, port = self.server.start()
+        self.bus_address = f"{host}:{port}"
+        return self
+
+    def stop(self) -> None:
+        for a in self.accessories:
+            a.process.stop()
+        for p in self._peers:
+            p.shutdown()
+        self.server.stop()
+        self.ble.close()
+        self.world.stop()
+        if self.logger is not None:
+            self.logger.close()
+        self.bus.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> Simulation:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _can_attach(self, board: SimBoard, spec: dict[str, Any]) -> Any:
+        if spec.get("controller") == "onchip":
+            board.can_addr = self.bus_address
+            board.can_bitrate = spec.get("bitrate", 500_000)
+            return None
+        if spec.get("controller") == "mcp2515":
+            from .chips.mcp2515 import Mcp2515
+
+            return Mcp2515.wire(board, self.bus, spec, self.clock, lock=self.world.lock,
+                                spi=board.spec.get("spi"))
+        raise ValueError(f"unknown CAN controller {spec.get('controller')!r}")
+
+    def add(self, board: str, app: str, runtime: str = "cpython", name: str | None = None,
+            script: Path | None = None, start: bool = True, heap: str = "512K") -> Accessory:
+        """Add a board running ``app`` (its firmware: ``script``, default firmware/main.py)."""
+        name = name or f"{app}{len(self.accessories) + 1}"
+        sb, dev = boards.build(self.world, board, app, name, unique_id_for(name), self.cabin,
+                               self.clock, self._can_attach)
+        proc = BoardProcess(self.world, sb, runtime, script or MAIN, self.fs_root / name, heap=heap)
+        acc = Accessory(self, sb, dev, proc, app)
+        self.accessories.append(acc)
+        if start:
+            proc.start()
+        return acc
+
+    def can_peer(self, **kw: Any) -> can.BusABC:
+        """A python-can bus on the simulated bus (the car, can-isotp, canopen, ...)."""
+        b = can.Bus(interface="cabinlink", channel=self.bus_address, **kw)
+        self._peers.append(b)
+        return b
