@@ -5,7 +5,9 @@
 import asyncio
 import time
 
-from machine import CAN, unique_id
+import json
+
+from machine import SPI, Pin, unique_id
 
 from cabinlink import claim, msg
 from cabinlink import registry as reg
@@ -15,6 +17,22 @@ from cabinlink.model import Capability, device_info
 from cabinlink.node import Node
 
 
+def open_can(board):
+    # The board's CAN controller, as boards/<board>.json describes it.
+    spec = board["can"]
+    if spec["controller"] == "mcp2515":
+        from drivers.mcp2515 import MCP2515
+
+        b = board["spi"]
+        spi = SPI(b["id"], b.get("baudrate", 8000000), sck=Pin(b["sck"]), mosi=Pin(b["mosi"]),
+                  miso=Pin(b["miso"]))
+        return MCP2515(spi, Pin(spec["cs"], Pin.OUT, value=1), Pin(spec["int"], Pin.IN),
+                       spec.get("bitrate", 500000), osc=spec.get("osc_hz", 8000000))
+    from machine import CAN
+
+    return CAN(0, spec.get("bitrate", 500000))
+
+
 def main():
     clock = Clock()
     uid = unique_id()
@@ -22,7 +40,7 @@ def main():
     temp = Capability(reg.CAP_TEMPERATURE, values={0: 2000, 1: 0})
     info = device_info("bench", "sim node", uid.hex(), "0", "sim", lambda c, a, b: msg.OK)
     node = Node(clock, reg.CLASS_AMBIENT, [info, temp])
-    can = CAN(0, 500000)
+    can = open_can(json.load(open("board.json")))
     can.set_filters(None)
     link = CanLink(can, node, clock, claim.make_name(ident, 0xC0 | reg.CLASS_AMBIENT))
 

@@ -3,6 +3,7 @@ controller's buttons, knob and LEDs, the mount's motor and servo, the ambient se
 from __future__ import annotations
 
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,3 +89,40 @@ def test_controller_board_under_firmware(world: World, tmp_path: Path, runtime: 
         assert "steps 8" in p.log, p.log
     finally:
         p.stop()
+
+
+NODE = Path(__file__).resolve().parent.parent / "bench" / "sim_node.py"
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("board", ["esp32-devkitc", "esp32-c6-devkitc-1"])
+def test_firmware_node_on_the_simulated_bus_is_seen_by_a_python_can_peer(board: str, runtime: str) -> None:
+    """The protocol core in a firmware process claims an address and heartbeats through
+    the board's real CAN path (MCP2515 over SPI, or the on-chip controller); a python-can
+    peer hears it and the bus monitor decodes it."""
+    from cabinlink_tools.monitor import BusDecoder
+    from cabinlink_tools.sim.simulation import Simulation
+
+    with Simulation() as sim:
+        peer = sim.can_peer()
+        acc = sim.add(board, "ambient", runtime, name="amb", script=NODE)
+        acc.wait_for("ready", 60)
+        decoder = BusDecoder()
+        lines: list[str] = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any("HEARTBEAT" in l for l in lines):
+            m = peer.recv(timeout=0.2)
+            if m is not None:
+                lines += decoder.feed(m.arbitration_id, bytes(m.data), m.is_extended_id)
+        text = "\n".join(lines)
+        assert "claims address" in text and "HEARTBEAT uptime" in text, (text, acc.log)
+        # Unplug: the board falls silent; replug: it claims again.
+        acc.unplug()
+        while peer.recv(timeout=0.3) is not None:
+            pass
+        assert peer.recv(timeout=1.5) is None
+        seen = len(acc.log)
+        acc.replug()
+        acc.wait_for("ready", 60, start=seen)
+        m = peer.recv(timeout=10)
+        assert m is not None

@@ -38,9 +38,10 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         peer = sim.can_peer()
         decoder = BusDecoder()
         seen = {a.name: 0 for a in accs}
-        next_stats = time.monotonic() + args.stats_every
+        started = time.monotonic()
+        next_stats = started + args.stats_every
         try:
-            while args.duration is None or time.monotonic() - t0 < args.duration:
+            while args.duration is None or time.monotonic() - started < args.duration:
                 m = peer.recv(timeout=0.05)
                 while m is not None:
                     for line in decoder.feed(m.arbitration_id, bytes(m.data), m.is_extended_id):

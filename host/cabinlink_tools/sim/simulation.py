@@ -14,6 +14,7 @@ unplug it, cut its power) and reads it back (LEDs, servo, motor, its console).
 from __future__ import annotations
 
 import hashlib
+import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -193,7 +194,11 @@ class Simulation:
         name = name or f"{app}{len(self.accessories) + 1}"
         sb, dev = boards.build(self.world, board, app, name, unique_id_for(name), self.cabin,
                                self.clock, self._can_attach)
-        proc = BoardProcess(self.world, sb, runtime, script or MAIN, self.fs_root / name, heap=heap)
+        fs = self.fs_root / name
+        fs.mkdir(parents=True, exist_ok=True)
+        # What a deploy puts on the board: its own description, read by the firmware.
+        (fs / "board.json").write_text(json.dumps(sb.spec, indent=1))
+        proc = BoardProcess(self.world, sb, runtime, script or MAIN, fs, heap=heap)
         acc = Accessory(self, sb, dev, proc, app)
         self.accessories.append(acc)
         if start:

@@ -159,12 +159,24 @@ class Mcp2515(SpiTarget):
         self._mask = 0
         self._rx_read: int | None = None
         self._closed = False
+        self._name = name
         with self._lock:
-            self.node: SimNode = bus.attach(name, on_frame=self._on_frame,
-                                            on_tx_done=self._on_tx_done,
-                                            on_state=self._on_state,
-                                            on_bus_error=self._on_bus_error)
+            self.node: SimNode = self._attach()
             self._reset()
+
+    def _attach(self) -> SimNode:
+        return self.bus.attach(self._name, on_frame=self._on_frame, on_tx_done=self._on_tx_done,
+                               on_state=self._on_state, on_bus_error=self._on_bus_error)
+
+    def set_connected(self, on: bool) -> None:
+        """The connector: unplugged, the chip is off the bus (and unpowered, so it comes
+        back in its power-on state); plugged in again, it joins the bus anew."""
+        with self._lock:
+            if not on and self.node.attached:
+                self.bus.detach(self.node)
+            elif on and not self.node.attached:
+                self.node = self._attach()
+                self._reset()
 
     @classmethod
     def wire(cls, board: SimBoard, bus: SimBus, spec: Mapping[str, Any],
