@@ -17,11 +17,10 @@ import pytest
 
 from runtimes import micropython_binary
 
-pytest.importorskip("mpremote")
-from mpremote.transport import TransportError, TransportExecError  # noqa: E402
-from mpremote.transport_serial import SerialTransport  # noqa: E402
+from mpremote.transport import TransportError, TransportExecError
+from mpremote.transport_serial import SerialTransport
 
-from cabinlink_tools.sim.virtual_board import RESET_EXIT_CODE, VirtualBoard  # noqa: E402
+from cabinlink_tools.sim.virtual_board import RESET_EXIT_CODE, VirtualBoard
 
 pytestmark = [
     pytest.mark.micropython,
