@@ -103,6 +103,7 @@ def build(world: World, board: str, app: str, name: str, unique_id: bytes, cabin
     if m:
         dev.motor = HBridgeMotor(sb.pin(m["in_a"]), sb.pin(m["in_b"]), sb.pin(m["current_adc"]),
                                  sb.pin(m["limit"]), clock)
+        world.tickers.append(dev.motor.advance)  # the limit switch closes on time
     if "servo" in wiring:
         dev.servo = Servo(sb.pin(wiring["servo"]))
     if "phone_sense" in wiring:

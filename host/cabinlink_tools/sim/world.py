@@ -212,6 +212,8 @@ class World:
         self.ops: dict[str, Callable[[SimBoard, dict[str, Any]], Any]] = {}
         # Called (under the lock) each time a board's firmware connects: a boot.
         self.on_boot: list[Callable[[SimBoard], None]] = []
+        # Called (under the lock) every tick, ~1 ms: models that move on their own.
+        self.tickers: list[Callable[[], None]] = []
 
     def register_op(self, name: str, handler: Callable[[SimBoard, dict[str, Any]], Any]) -> None:
         """Serve request ``name`` with ``handler(board, request) -> reply`` (called under
@@ -280,6 +282,8 @@ class World:
             now = self.clock()
             resets: list[tuple[SimBoard, int]] = []
             with self.lock:
+                for fn in self.tickers:
+                    fn()
                 for b in self.boards.values():
                     if b.wdt_timeout_ms and b.conn is not None and \
                             (now - b.wdt_fed) * 1000 > b.wdt_timeout_ms:
