@@ -688,12 +688,12 @@ class _Time:
 @pytest.fixture
 def drivers() -> Iterator[tuple[StepClock, Air, _ModelI2C, object, object, object]]:
     sys.path.insert(0, str(ROOT / "firmware"))
-    from drivers import bh1750, scd4x, sht4x
+    from drivers import bh1750, scd4x, sensirion, sht4x
     clock = StepClock()
     air = Air(21.5, 40.0, 987.0, 321.0)
     bus = I2CBus(Sht4x(env=air, clock=clock), Scd4x(env=air, clock=clock),
                  Bh1750(env=air, clock=clock))
-    saved = [(m, m.time) for m in (sht4x, scd4x, bh1750)]
+    saved = [(m, m.time) for m in (sht4x, scd4x, bh1750, sensirion)]
     for m, _ in saved:
         m.time = _Time(clock)
     try:

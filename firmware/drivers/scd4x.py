@@ -24,7 +24,7 @@ except ImportError:
 
 import time
 
-from .sensirion import SensorError, bus_error, check, put, word
+from .sensirion import Busy, SensorError, bus_error, check, put, word
 
 _START = const(0x21B1)
 _START_LOW_POWER = const(0x21AC)
@@ -48,7 +48,7 @@ _SINGLE = const(0x219D)
 _SINGLE_RHT = const(0x2196)
 
 
-class SCD4x:
+class SCD4x(Busy):
     def __init__(self, i2c, addr=0x62):
         self.i2c = i2c
         self.addr = addr
@@ -56,15 +56,7 @@ class SCD4x:
         self._w2 = memoryview(self._w)[:2]
         self._r = bytearray(9)  # up to three words with CRCs
         self._r3 = memoryview(self._r)[:3]
-        self._due = None  # ticks_ms when the chip answers again
         self.periodic = False
-
-    def _wait(self):
-        if self._due is not None:
-            d = time.ticks_diff(self._due, time.ticks_ms())
-            if d > 0:
-                time.sleep_ms(d)
-            self._due = None
 
     def _send(self, cmd, arg=None, ms=1):
         self._wait()
@@ -81,7 +73,7 @@ class SCD4x:
                 self.i2c.writeto(self.addr, w)
         except OSError as e:
             raise bus_error(e)
-        self._due = time.ticks_add(time.ticks_ms(), ms)
+        self._busy(ms)
 
     def _fetch(self, buf, n):
         self._wait()

@@ -1,6 +1,8 @@
 # Shared by the sensor drivers: Sensirion's CRC-8 over 16-bit words (polynomial
 # 0x31, init 0xFF; CRC(BE EF) = 0x92) and SensorError, which every driver in
 # drivers/ raises instead of returning a wrong value.
+import time
+
 try:
     from micropython import const
 except ImportError:
@@ -46,3 +48,19 @@ def put(buf, i, w):
     buf[i] = w >> 8 & 0xFF
     buf[i + 1] = w & 0xFF
     buf[i + 2] = crc8(buf, i)
+
+
+class Busy:
+    # A chip that ignores the bus while it works: _busy(ms) marks it busy,
+    # _wait() sleeps out whatever is left before the next command or read.
+    _due = None  # ticks_ms when the chip answers again
+
+    def _busy(self, ms):
+        self._due = time.ticks_add(time.ticks_ms(), ms)
+
+    def _wait(self):
+        if self._due is not None:
+            d = time.ticks_diff(self._due, time.ticks_ms())
+            if d > 0:
+                time.sleep_ms(d)
+            self._due = None

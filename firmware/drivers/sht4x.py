@@ -18,7 +18,7 @@ except ImportError:
 
 import time
 
-from .sensirion import SensorError, bus_error, check, word
+from .sensirion import Busy, SensorError, bus_error, check, word
 
 HIGH = const(0xFD)  # precision levels
 MEDIUM = const(0xF6)
@@ -48,20 +48,12 @@ def duration_ms(cmd):
     raise ValueError("unknown SHT4x command")
 
 
-class SHT4x:
+class SHT4x(Busy):
     def __init__(self, i2c, addr=0x44):
         self.i2c = i2c
         self.addr = addr
         self._cmd = bytearray(1)
         self._buf = bytearray(6)
-        self._due = None  # ticks_ms when the chip answers again
-
-    def _wait(self):
-        if self._due is not None:
-            d = time.ticks_diff(self._due, time.ticks_ms())
-            if d > 0:
-                time.sleep_ms(d)
-            self._due = None
 
     def _send(self, cmd, ms):
         self._wait()
@@ -70,7 +62,7 @@ class SHT4x:
             self.i2c.writeto(self.addr, self._cmd)
         except OSError as e:
             raise bus_error(e)
-        self._due = time.ticks_add(time.ticks_ms(), ms)
+        self._busy(ms)
 
     def _fetch(self):
         self._wait()

@@ -11,7 +11,7 @@ from mpcompat import raises, unhex
 from drivers import bh1750, scd4x, sensirion, sht4x
 from drivers.sensirion import SensorError
 
-_DRIVERS = (sht4x, scd4x, bh1750)
+_DRIVERS = (sht4x, scd4x, bh1750, sensirion)  # sensirion.Busy keeps the busy time
 
 
 class FakeTime:
