@@ -73,7 +73,7 @@ def test_cabinlink_sim_runs_boards_and_prints_their_console() -> None:
     assert cli_sim.run(args, out) == 0
     text = out.getvalue()
     assert "controller1: controller on esp32-devkitc" in text
-    assert "controller1  CabinLink core" in text and "bus load" in text, text
+    assert "controller1  I boot: firmware" in text and "bus load" in text, text
 
 
 def test_cabinlink_sim_unknown_board_is_a_clear_error(capsys) -> None:  # type: ignore[no-untyped-def]

@@ -18,6 +18,7 @@ import threading
 import time
 import traceback
 import types
+from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
@@ -155,6 +156,11 @@ def main(argv: list[str]) -> None:
     if len(argv) != 2:
         raise SystemExit("usage: cpython_boot.py MAIN_PY")
     install()
+    # Python put this bootstrap's directory first on sys.path; a board has no such
+    # entry, and it holds simulation modules that must not shadow firmware ones.
+    here = Path(__file__).resolve().parent
+    if sys.path and Path(sys.path[0] or ".").resolve() == here:
+        del sys.path[0]  # only the implicit entry: the runner may list this dir later
     sys.argv = argv[1:]
     runpy.run_path(argv[1], run_name="__main__")
 

@@ -61,12 +61,14 @@ class BoardProcess:
     # --- life cycle ----------------------------------------------------------------
     def command(self) -> tuple[list[str], dict[str, str]]:
         """The command line and environment that start this board's firmware."""
-        # The platform modules first; then the bus client they use (sim/canwire.py).
-        path = [str(PLATFORM), str(SIM), *map(str, self.extra_path), str(LIB), str(FIRMWARE)]
+        # The platform modules first; the bus client they use (sim/canwire.py) last, so
+        # no module of the simulation can shadow a firmware module.
+        path = [str(PLATFORM), *map(str, self.extra_path), str(LIB), str(FIRMWARE), str(SIM)]
         env = dict(os.environ, CABINLINK_WORLD=self.world.address, CABINLINK_BOARD=self.board.name)
         if self.runtime == "micropython":
             env["MICROPYPATH"] = ":".join(path + [".frozen"])
-            return [micropython_binary(), "-X", f"heapsize={self.heap}", str(self.script)], env
+            return [micropython_binary(), "-X", f"heapsize={self.heap}", str(SIM / "mp_boot.py"),
+                    str(self.script)], env
         env["PYTHONPATH"] = ":".join(path)
         env["PYTHONUNBUFFERED"] = "1"
         return [sys.executable, str(SIM / "cpython_boot.py"), str(self.script)], env

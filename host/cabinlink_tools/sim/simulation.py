@@ -17,7 +17,7 @@ import hashlib
 import json
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,17 @@ MAIN = FIRMWARE / "main.py"
 def unique_id_for(name: str) -> bytes:
     """A stable 6-byte eFuse-MAC-like id per board name (Espressif OUI 24:0A:C4)."""
     return bytes.fromhex("240ac4") + hashlib.sha256(name.encode()).digest()[:3]
+
+
+def default_config(board: str, app: str, name: str, ble: bool = False) -> dict[str, Any]:
+    """A valid config.json for a simulated unit (what ``cabinlink config`` would write)."""
+    return {
+        "version": 1, "app": app, "board": board,
+        "identity": {"vendor": "CabinLink", "product": f"sim {app}", "serial": name, "hardware": board[:32]},
+        "links": {"can": {"enabled": True, "bitrate": 500_000},
+                  "ble": {"enabled": ble, "name": name[:20], "bond": False}},
+        "keys": {}, "calibration": {}, "app_config": {},
+    }
 
 
 class Accessory:
@@ -189,8 +200,14 @@ class Simulation:
         raise ValueError(f"unknown CAN controller {spec.get('controller')!r}")
 
     def add(self, board: str, app: str, runtime: str = "cpython", name: str | None = None,
-            script: Path | None = None, start: bool = True, heap: str = "512K") -> Accessory:
-        """Add a board running ``app`` (its firmware: ``script``, default firmware/main.py)."""
+            script: Path | None = None, start: bool = True, heap: str = "512K",
+            config: dict[str, Any] | str | None = None,
+            extra_path: Sequence[Path] = ()) -> Accessory:
+        """Add a board running ``app`` (its firmware: ``script``, default firmware/main.py).
+
+        ``config`` becomes the board's ``config.json`` (a dict, or raw text to test a broken
+        one); by default a valid one for ``app`` with the CAN link on is written.
+        ``extra_path`` goes ahead of the firmware on the module path (e.g. test apps)."""
         name = name or f"{app}{len(self.accessories) + 1}"
         sb, dev = boards.build(self.world, board, app, name, unique_id_for(name), self.cabin,
                                self.clock, self._can_attach)
@@ -198,7 +215,10 @@ class Simulation:
         fs.mkdir(parents=True, exist_ok=True)
         # What a deploy puts on the board: its own description, read by the firmware.
         (fs / "board.json").write_text(json.dumps(sb.spec, indent=1))
-        proc = BoardProcess(self.world, sb, runtime, script or MAIN, fs, heap=heap)
+        if config is None:
+            config = default_config(board, app, name)
+        (fs / "config.json").write_text(config if isinstance(config, str) else json.dumps(config))
+        proc = BoardProcess(self.world, sb, runtime, script or MAIN, fs, extra_path, heap=heap)
         acc = Accessory(self, sb, dev, proc, app)
         self.accessories.append(acc)
         if start:
