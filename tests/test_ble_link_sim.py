@@ -4,7 +4,6 @@ port: firmware builds a Node and a ``cabinlink.ble_link.BleLink`` over the simul
 scans, connects, exchanges the MTU, talks CabinLink in fragments, reads the SIG services."""
 from __future__ import annotations
 
-import queue
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,14 +12,12 @@ import pytest
 
 from cabinlink import msg
 from cabinlink import registry as reg
-from cabinlink.ble_frag import Reassembler, Sender
-from cabinlink.codec import decode, encode
 from cabinlink_tools.sim import world as W
-from cabinlink_tools.sim.ble import BleLink, BleWorld
+from cabinlink_tools.sim.ble import BleWorld
 from cabinlink_tools.sim.runner import RUNTIMES, BoardProcess
 
-RX = "cab488e4-1190-4c04-8cbe-c122f022e37b"
-TX = "cab488e5-1190-4c04-8cbe-c122f022e37b"
+from carhelper import TX, BleSession
+
 CAB_LE = bytes.fromhex("7be322f022c1be8c044c9011e388b4ca")
 # docs/spec.md 8.2, written out byte by byte (identity 0x0A5A5, class 2, also on CAN, "AQ-1")
 ADV = bytes.fromhex("02 01 06  11 07") + CAB_LE
@@ -89,35 +86,6 @@ def ble(world: W.World) -> Iterator[BleWorld]:
     b.close()
 
 
-class Car:
-    """The car's side of spec 8.4 on one connection: fragments out, messages in."""
-
-    def __init__(self, link: BleLink, notes: queue.Queue[bytes]) -> None:
-        self.link = link
-        self.notes = notes
-        self.sender = Sender(244)
-        self.got: list[bytes] = []
-        self.frags: list[bytes] = []
-        self.rx = Reassembler(lambda m: self.got.append(bytes(m)))
-
-    def send(self, m: list, response: bool = True) -> int:
-        data = encode(m)
-        assert self.sender.start(data)
-        n = 0
-        while (f := self.sender.next(self.link.mtu - 3)) is not None:
-            self.link.write(RX, bytes(f), response=response)
-            n += 1
-        return n
-
-    def next(self, timeout: float = 5.0) -> list:
-        while not self.got:
-            f = self.notes.get(timeout=timeout)
-            assert len(f) <= self.link.mtu - 3  # M-8.4-1
-            self.frags.append(f)
-            self.rx.feed(f)
-        return decode(self.got.pop(0))
-
-
 def test_accessory_over_ble_link_with_a_bumble_car(world: W.World, ble: BleWorld,
                                                    tmp_path: Path, runtime: str) -> None:
     board = world.add_board(W.SimBoard("b1", "esp32", UID))
@@ -134,7 +102,7 @@ def test_accessory_over_ble_link_with_a_bumble_car(world: W.World, ble: BleWorld
         link = car.connect(adv)
         assert link.exchange_mtu(247) == 247
         notes = link.subscribe(TX)  # before the first request (M-8.3-2)
-        c = Car(link, notes)
+        c = BleSession(link, notes)
 
         assert c.send(msg.hello(1)) == 1
         assert c.next() == [msg.RESULT, 1, msg.OK, [0, 1, reg.CLASS_AMBIENT]]

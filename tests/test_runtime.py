@@ -110,3 +110,26 @@ def test_power_cut_during_writes_leaves_old_or_new_never_broken(sim: Simulation,
     assert state["n"] > 0 and len(state["pad"]) == 2000
     starts = [int(l.split()[1]) for l in acc.log if l.startswith("start")]
     assert starts == sorted(starts) and starts[-1] > 0  # never went back, never broken
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_both_links_at_once_ble_answers_a_bumble_car(sim: Simulation, runtime: str) -> None:
+    from carhelper import TX, BleSession
+
+    cfg = default_config(BOARD, "ambient", "dual", ble=True)
+    acc = sim.add(BOARD, "ambient", runtime, name="dual", config=cfg, extra_path=[FIXTURE_APPS])
+    acc.wait_for("ble link: advertising as 'dual'", 60)
+    central = sim.ble.central("car")
+    adv = central.scan(lambda a: b"dual" in a.scan_response, timeout=15)
+    flags = adv.scan_response[2 + 16 + 5]  # service data: uuid, major, minor, class, id hi, lo, flags
+    assert flags & 0x01  # also reachable on CAN (spec 8.2)
+    link = central.connect(adv)
+    link.exchange_mtu(247)
+    s = BleSession(link, link.subscribe(TX))
+    s.send(msg.hello(1))
+    assert s.next()[:3] == [msg.RESULT, 1, msg.OK]
+    s.send(msg.read(2, 1, 0))
+    assert s.next() == [msg.RESULT, 2, msg.OK, 2150]
+    car = SimCar(sim)  # and the CAN side answers at the same time
+    assert car.ask(car.find(), msg.read, 1, 0).value == 2150
+    link.disconnect()

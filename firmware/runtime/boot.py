@@ -109,6 +109,12 @@ class Runtime:
                 self._open_can(can_cfg)
             except Exception as e:
                 self.log.error("can link: %s %s" % (type(e).__name__, e))
+        ble_cfg = links.get("ble") or {}
+        if ble_cfg.get("enabled", False) or not self.links:
+            try:
+                self._open_ble(ble_cfg)
+            except Exception as e:
+                self.log.error("ble link: %s %s" % (type(e).__name__, e))
         if not self.links:
             self.log.error("no link could be opened")
 
@@ -122,6 +128,26 @@ class Runtime:
         link.start()
         self.links.append(link)
         self.log.info("can link: %d bit/s, NAME %08x%08x" % (bitrate, name >> 32, name & 0xFFFFFFFF))
+
+    def _open_ble(self, ble_cfg):
+        import bluetooth
+
+        from cabinlink import ble_link
+
+        flags = 0
+        if self.links:
+            flags |= ble_link.ADV_ALSO_CAN
+        if self.safe is not None:
+            flags |= ble_link.ADV_SAFE_MODE
+        if ble_cfg.get("bond"):
+            flags |= ble_link.ADV_BONDING
+        name = ble_cfg.get("name") or "CabinLink %04x" % (identity_number() & 0xFFFF)
+        sig = getattr(self.app, "sig_services", ()) if self.app is not None else ()
+        link = ble_link.BleLink(bluetooth.BLE(), bluetooth.UUID, self.node, self.clock, name,
+                                short_id=identity_number() & 0xFFFF, flags=flags, sig_services=sig)
+        link.start()
+        self.links.append(link)
+        self.log.info("ble link: advertising as %r" % name)
 
     # --- device_info commands --------------------------------------------------
     def _device_command(self, cap, cmd, args):
@@ -144,8 +170,7 @@ class Runtime:
         while True:
             for link in self.links:
                 link.poll()
-            if not self.links:
-                node.poll()
+            node.poll()  # the CAN link polls it too; a BLE-only unit needs this
             if self.app is not None and hasattr(self.app, "health"):
                 node.health = self.app.health()
             await asyncio.sleep_ms(_POLL_MS)
