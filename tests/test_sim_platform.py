@@ -248,3 +248,25 @@ def test_sht4x_driver_reads_the_simulated_chip_and_rejects_bad_crc(world: W.Worl
     assert "reading (2150, 4000)" in text, text
     assert "sensorerror" in text and "crc" in text and "absent" in text, text
     p.stop()
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_firmware_process_ends_when_the_world_goes_away(tmp_path: Path, runtime: str) -> None:
+    # A board without its world has no hardware and no power: it must not linger.
+    w = W.World()
+    w.start()
+    p = run_script(w, tmp_path, runtime, """
+        import asyncio
+        from machine import Pin
+        async def main():
+            Pin(13, Pin.IN).irq(lambda p: None)
+            print("armed")
+            while True:
+                await asyncio.sleep_ms(50)
+        asyncio.run(main())
+    """)
+    p.wait_for("armed", 30)
+    w.stop()
+    assert p.proc is not None
+    p.proc.wait(timeout=10)
+    assert "simulated world closed the connection: stopping" in p.log

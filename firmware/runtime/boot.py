@@ -2,6 +2,7 @@
 # guard, board, app, links, watchdog, asyncio. Nothing here raises out of
 # run(): whatever goes wrong ends in a logged safe mode that still answers.
 import asyncio
+import gc
 import json
 import time
 
@@ -89,12 +90,19 @@ class Runtime:
         mod = __import__("apps." + name, None, None, ["App"])
         self.app = mod.App(ctx)
         self.node = Node(self.clock, self.app.DEVICE_CLASS, [self._info(name)] + self.app.caps)
+        self._track_memory()
         ctx.node = self.node
         self.log.info("app %s: %d capabilities" % (name, len(self.app.caps)))
+
+    def _track_memory(self):
+        # device_info.mem_free (optional attribute) where the VM can tell.
+        if hasattr(gc, "mem_free"):
+            self.node.info.values[reg.ATTR_DEVICE_INFO_MEM_FREE] = gc.mem_free()
 
     def _build_safe(self):
         self.app = None
         self.node = Node(self.clock, reg.CLASS_OTHER, [self._info("safe mode")])
+        self._track_memory()
         self.node.mode = msg.MODE_SAFE
         self.node.health = msg.HEALTH_WARNING
 
@@ -183,9 +191,13 @@ class Runtime:
         led_pin = (self.board_spec or {}).get("status_led")
         if led_pin is not None:
             led = machine.Pin(led_pin, machine.Pin.OUT, value=0)
+        info = self.node.info.values
         while True:
             wdt.feed()
             now = time.ticks_ms()
+            if reg.ATTR_DEVICE_INFO_MEM_FREE in info:
+                gc.collect()  # once a second: short pauses, and mem_free = live data
+                info[reg.ATTR_DEVICE_INFO_MEM_FREE] = gc.mem_free()
             if not stable and self.safe is None and time.ticks_diff(now, started) >= STABLE_MS:
                 self.guard.stable()
                 self.log.info("boot stable")

@@ -54,3 +54,12 @@ def test_type_ranges():
     assert msg.is_request(16) and msg.is_request(31)
     assert not msg.is_request(msg.RESULT) and not msg.is_request(msg.SECURED)
     assert not msg.is_request(32) and not msg.is_request(msg.HEARTBEAT)
+
+
+def test_is_heartbeat_accepts_exactly_well_formed_heartbeats():
+    for up in (0, 23, 24, 255, 256, 65535):
+        for h, mo in ((0, 0), (3, 2)):
+            assert msg.is_heartbeat(encode(msg.heartbeat(up, h, mo))), (up, h, mo)
+    for bad in ("8301", "840119", "8401190e1100", "8401190e11000000", "840100001800",
+                "8402010001", "8501000000", "84011a000100000000", ""):
+        assert not msg.is_heartbeat(unhex(bad)), bad

@@ -21,6 +21,7 @@ _RX_BURST = const(32)  # frames handled per poll, to stay fair to other tasks
 _BACKOFF_MS = const(100)  # first bus-off back-off; doubles up to _BACKOFF_MAX_MS
 _BACKOFF_MAX_MS = const(5000)
 _STABLE_MS = const(10000)  # a recovery that holds this long resets the back-off
+_STATE_EVERY_MS = const(20)  # how often the controller's state is read (SPI on an MCP2515)
 _PAD = const(0xCC)
 
 
@@ -51,6 +52,7 @@ class CanLink:
         self._hb = bytearray(8)
         self._hb_at = None
         self._busoff_at = None
+        self._state_at = clock.ticks_add(clock.ticks_ms(), -_STATE_EVERY_MS)
         self._backoff = _BACKOFF_MS
         self._recovered_at = None
         self.frames_rx = 0
@@ -119,10 +121,13 @@ class CanLink:
         if self.claim.on_frame(can_id, data):
             return
         me = self.claim.address
-        p = isotp.parse_id(can_id)
-        if p is None or me == _claim.NULL:
+        # isotp.parse_id() inlined: this runs for every frame, without a tuple.
+        kind = (can_id >> 16) & 0xFF
+        if me == _claim.NULL or (kind != 0xDA and kind != 0xDB) or (can_id >> 24) & 3:
             return  # other traffic on a shared bus is not ours to judge
-        prio, kind, ta, sa = p
+        prio = can_id >> 26
+        ta = (can_id >> 8) & 0xFF
+        sa = can_id & 0xFF
         if not self.claim.ready:
             if ta == me or ta == _claim.GLOBAL:
                 self.frames_dropped += 1  # no ISO-TP during the settle time (spec 7.3)
@@ -187,6 +192,9 @@ class CanLink:
         # restart loop, and the back-off resets only after a stable period.
         d = self.clock.ticks_diff
         if self._busoff_at is None:
+            if d(now, self._state_at) < _STATE_EVERY_MS:
+                return False
+            self._state_at = now
             if self.can.state() != _STATE_BUS_OFF:
                 if self._recovered_at is not None and d(now, self._recovered_at) >= _STABLE_MS:
                     self._backoff = _BACKOFF_MS

@@ -76,6 +76,19 @@ C_LABEL = const(6)
 MAX_SUBSCRIBE_S = const(3600)
 
 
+def is_heartbeat(b):
+    # True only for a complete, well-formed v0.1 HEARTBEAT [1, uint16, health,
+    # mode] (health and mode < 24): checked byte by byte, no decoding, so the
+    # commonest frame on a bus costs almost nothing. Anything else -> False
+    # (the caller decodes it the normal way, errors and all).
+    n = len(b)
+    if n < 5 or b[0] != 0x84 or b[1] != HEARTBEAT:
+        return False
+    h = b[2]
+    i = 3 if h < 24 else 4 if h == 24 else 5 if h == 25 else 0
+    return i > 0 and n == i + 2 and b[i] < 24 and b[i + 1] < 24
+
+
 def is_request(t):
     return HELLO <= t <= INVOKE or FUTURE_REQUEST_FIRST <= t < FUTURE_NOTICE_FIRST
 

@@ -87,6 +87,7 @@ class Node:
         self._desc = None
         self._t_last = clock.ticks_ms()
         self._uptime_ms = 0
+        self._mirrored = -1  # ticks of the last device_info refresh
         # counters, mirrored into device_info (spec 5.1)
         self.rx_ok = 0
         self.rx_malformed = 0
@@ -98,6 +99,13 @@ class Node:
     def receive(self, link, peer, data):
         # One complete message from a peer. Never raises on bad input.
         now = self.clock.ticks_ms()
+        if msg.is_heartbeat(data):
+            # The commonest message on a bus, and all it does here is keep a
+            # session alive: checked byte by byte, not decoded.
+            s = self.sessions.get((link, peer))
+            if s is not None:
+                s.seen = now
+            return
         try:
             m = msg.parse(data)
         except ProtocolError:
@@ -336,11 +344,16 @@ class Node:
         self._t_last = now
         if self._outbox:
             self._flush()
-        for key in list(self.sessions):
+        gone = None
+        for key, s in self.sessions.items():
             live = key[0].liveness_ms
-            if live and c.ticks_diff(now, self.sessions[key].seen) > live:
-                self.peer_lost(key[0], key[1])
-        self._mirror()
+            if live and c.ticks_diff(now, s.seen) > live:
+                gone = key  # at most one per poll: no list to allocate
+        if gone is not None:
+            self.peer_lost(gone[0], gone[1])
+        if c.ticks_diff(now, self._mirrored) >= 1000 or self._mirrored == -1:
+            self._mirrored = now
+            self._mirror()
         for sub in self.subs:
             # A REPORT never overtakes a RESULT or EVENT queued before it (spec 6.4).
             if not self._waiting(sub.key):

@@ -9,12 +9,14 @@ cold start: nothing the firmware had not written survives).
 """
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,6 +35,16 @@ def micropython_binary() -> str:
     if exe.exists():
         return str(exe)
     return "micropython"
+
+
+_LIVE: weakref.WeakSet[BoardProcess] = weakref.WeakSet()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    # A test that forgot stop() must not leave firmware processes behind.
+    for p in list(_LIVE):
+        p.stop()
 
 
 class BoardProcess:
@@ -57,6 +69,7 @@ class BoardProcess:
         self._log_cv = threading.Condition()
         self._stopping = False
         board.on_reset = self._on_reset
+        _LIVE.add(self)
 
     # --- life cycle ----------------------------------------------------------------
     def command(self) -> tuple[list[str], dict[str, str]]:

@@ -52,7 +52,10 @@ class World:
                 return None
             chunk = self.sock.recv(4096)
             if not chunk:
-                raise OSError(104, "world closed the connection")
+                # The world is gone: this board has no hardware and no power.
+                # End the process, as a board without power stops.
+                print("simulated world closed the connection: stopping")
+                raise SystemExit(0)
             self.buf += chunk
 
     def call(self, op, **args):
