@@ -41,6 +41,26 @@ def check(root: Path = FIRMWARE, march: str = "xtensawin") -> dict[Path, str]:
     return failures
 
 
+def compile_tree(out: Path, root: Path = FIRMWARE, march: str = "xtensawin") -> int:
+    """Compile ``root`` into ``out`` as a board runs it: every module as ``.mpy``, the
+    entry point ``main.py`` (and ``boot.py``) as source. Returns the bytes written;
+    raises RuntimeError naming the file that does not compile."""
+    total = 0
+    for src in sorted(root.rglob("*.py")):
+        rel = src.relative_to(root)
+        dest_dir = out / rel.parent
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        if rel.parent == Path(".") and rel.name in ("main.py", "boot.py"):
+            (dest_dir / rel.name).write_bytes(src.read_bytes())
+            total += src.stat().st_size
+            continue
+        err = compile_file(src, march, dest_dir)
+        if err is not None:
+            raise RuntimeError(f"{rel}: {err}")
+        total += (dest_dir / (src.stem + ".mpy")).stat().st_size
+    return total
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="cabinlink-mpycheck", description=__doc__.splitlines()[0])
     ap.add_argument("--march", choices=ARCHES, action="append",

@@ -51,7 +51,9 @@ class BoardProcess:
     """One simulated board's firmware process. Restarts on reset; thread-safe."""
 
     def __init__(self, world: W.World, board: W.SimBoard, runtime: str, script: Path | str,
-                 fs_dir: Path, extra_path: Sequence[Path] = (), heap: str = "512K") -> None:
+                 fs_dir: Path, extra_path: Sequence[Path] = (), heap: str = "512K",
+                 firmware: Path = FIRMWARE) -> None:
+        # firmware: the tree the board runs (the repository's, or one compiled to .mpy).
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, not {runtime!r}")
         self.world = world
@@ -62,6 +64,7 @@ class BoardProcess:
         self.fs_dir.mkdir(parents=True, exist_ok=True)
         self.extra_path = [Path(p) for p in extra_path]
         self.heap = heap
+        self.firmware = Path(firmware)
         self.log: list[str] = []
         self.boots = 0
         self.proc: subprocess.Popen[str] | None = None
@@ -76,7 +79,8 @@ class BoardProcess:
         """The command line and environment that start this board's firmware."""
         # The platform modules first; the bus client they use (sim/canwire.py) last, so
         # no module of the simulation can shadow a firmware module.
-        path = [str(PLATFORM), *map(str, self.extra_path), str(LIB), str(FIRMWARE), str(SIM)]
+        fw = self.firmware
+        path = [str(PLATFORM), *map(str, self.extra_path), str(fw / "lib"), str(fw), str(SIM)]
         env = dict(os.environ, CABINLINK_WORLD=self.world.address, CABINLINK_BOARD=self.board.name)
         if self.runtime == "micropython":
             env["MICROPYPATH"] = ":".join(path + [".frozen"])

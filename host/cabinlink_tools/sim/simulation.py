@@ -30,7 +30,6 @@ from .runner import FIRMWARE, BoardProcess
 from .vehicle import Vehicle
 from .world import SimBoard, World
 
-MAIN = FIRMWARE / "main.py"
 
 
 def unique_id_for(name: str) -> bytes:
@@ -202,12 +201,13 @@ class Simulation:
     def add(self, board: str, app: str, runtime: str = "cpython", name: str | None = None,
             script: Path | None = None, start: bool = True, heap: str = "512K",
             config: dict[str, Any] | str | None = None,
-            extra_path: Sequence[Path] = ()) -> Accessory:
+            extra_path: Sequence[Path] = (), firmware: Path | None = None) -> Accessory:
         """Add a board running ``app`` (its firmware: ``script``, default firmware/main.py).
 
         ``config`` becomes the board's ``config.json`` (a dict, or raw text to test a broken
         one); by default a valid one for ``app`` with the CAN link on is written.
-        ``extra_path`` goes ahead of the firmware on the module path (e.g. test apps)."""
+        ``extra_path`` goes ahead of the firmware on the module path (e.g. test apps);
+        ``firmware`` is the tree to run (default: the repository's; e.g. one compiled to .mpy)."""
         name = name or f"{app}{len(self.accessories) + 1}"
         sb, dev = boards.build(self.world, board, app, name, unique_id_for(name), self.cabin,
                                self.clock, self._can_attach)
@@ -218,7 +218,9 @@ class Simulation:
         if config is None:
             config = default_config(board, app, name)
         (fs / "config.json").write_text(config if isinstance(config, str) else json.dumps(config))
-        proc = BoardProcess(self.world, sb, runtime, script or MAIN, fs, extra_path, heap=heap)
+        fw = firmware or FIRMWARE
+        proc = BoardProcess(self.world, sb, runtime, script or fw / "main.py", fs, extra_path,
+                            heap=heap, firmware=fw)
         acc = Accessory(self, sb, dev, proc, app)
         self.accessories.append(acc)
         if start:

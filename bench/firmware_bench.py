@@ -1,0 +1,102 @@
+"""Firmware benchmarks on the simulation (``make bench`` runs them; see bench/run.py).
+
+* heap: each app, compiled to .mpy as deployed, runs under the MicroPython unix port with
+  ``-X heapsize=64K`` and both links on; a car on the CAN bus subscribes to its values and
+  reads ``device_info.mem_free`` (sampled by the runtime after a GC) every second. Reported:
+  the peak live heap, its growth from the first to the last fifth of the run, and the
+  .mpy size of the tree. ``CABINLINK_BENCH_SECONDS`` sets the run length (default 90 s;
+  the issue's 10-minute and 1-hour figures come from 600 and 3600).
+* frame cost: bench/frame_cost.py on the unix port, beside the frame's own bus time.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+for p in (ROOT / "firmware" / "lib", ROOT / "host", ROOT / "tests"):
+    sys.path.insert(0, str(p))
+
+from cabinlink import msg  # noqa: E402
+from cabinlink import registry as reg  # noqa: E402
+from cabinlink_tools import mpycheck  # noqa: E402
+from cabinlink_tools.sim.simulation import Simulation, default_config  # noqa: E402
+
+from carhelper import SimCar  # noqa: E402
+
+HEAP = 64 * 1024
+APPS = ("ambient", "mount", "controller")
+BOARD = "esp32-devkitc"
+FRAME_US = 268  # an 8-byte 29-bit frame at 500 kbit/s (134 bits with typical stuffing)
+
+
+def app_heap(app: str, seconds: float, firmware: Path) -> dict[str, Any]:
+    with Simulation() as sim:
+        cfg = default_config(BOARD, app, f"{app}-bench", ble=True)
+        acc = sim.add(BOARD, app, "micropython", name=f"{app}-bench", heap="64K",
+                      config=cfg, firmware=firmware)
+        acc.wait_for("ready", 60)
+        car = SimCar(sim)
+        a = car.find()
+        car.ask(a, msg.hello)
+        d = car.ask(a, msg.describe)
+        if not d.ok:
+            return {"app": app, "error": f"DESCRIBE failed ({d.status}); log: {acc.log[-5:]}"}
+        for slot, entry in enumerate(d.value[msg.D_CAPS]):
+            for attr in entry.get(msg.C_ATTRS, []):
+                car.ask(a, msg.subscribe, slot, attr, 500, 60)
+        samples: list[int] = []
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            p = car.ask(a, msg.read, 0, reg.ATTR_DEVICE_INFO_MEM_FREE)
+            if p.ok:
+                samples.append(HEAP - p.value)
+            car.pump(1.0)
+        safe = any("SAFE MODE" in line for line in acc.log)
+    if len(samples) < 5:
+        return {"app": app, "error": "too few samples"}
+    fifth = max(1, len(samples) // 5)
+    first = sum(samples[:fifth]) / fifth
+    last = sum(samples[-fifth:]) / fifth
+    return {"app": app, "seconds": seconds, "peak_live": max(samples), "growth": last - first,
+            "samples": len(samples), "safe_mode": safe}
+
+
+def tree_sizes(firmware: Path) -> dict[str, int]:
+    def size(p: Path) -> int:
+        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+
+    common = size(firmware / "lib") + size(firmware / "runtime") + (firmware / "main.py").stat().st_size
+    drivers = size(firmware / "drivers")
+    return {app: common + drivers + size(firmware / "apps" / app) for app in APPS
+            if (firmware / "apps" / app).exists()}
+
+
+def frame_cost() -> dict[str, Any]:
+    exe = Path(sys.executable).parent / "micropython"
+    env = dict(os.environ, MICROPYPATH=f"{ROOT / 'firmware' / 'lib'}:.frozen")
+    out = subprocess.run([str(exe), "-X", "heapsize=512K", str(ROOT / "bench" / "frame_cost.py")],
+                         env=env, capture_output=True, text=True, timeout=300, check=True)
+    r: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    r["fraction"] = r["us_per_frame"] / FRAME_US
+    return r
+
+
+def run_all(seconds: float | None = None) -> dict[str, Any]:
+    seconds = seconds or float(os.environ.get("CABINLINK_BENCH_SECONDS", "90"))
+    with tempfile.TemporaryDirectory() as tmp:
+        fw = Path(tmp) / "fw"
+        mpycheck.compile_tree(fw)
+        sizes = tree_sizes(fw)
+        heaps = [app_heap(app, seconds, fw) for app in APPS if app in sizes]
+    return {"sizes": sizes, "heaps": heaps, "frame": frame_cost()}
+
+
+if __name__ == "__main__":
+    print(json.dumps(run_all(), indent=1))
