@@ -91,10 +91,12 @@ class Buttons:
                         down = self._down(i)
                         if down != bool(self.pressed & bit):
                             self._change(i, bit, down, self._first[i])
+            # While a burst is being debounced, the press or release it may
+            # turn out to be happened at its first edge: measure up to there.
+            end = self._first[i] if flag[i] else now
+            if self._armed & bit and diff(end, self._armed_at[i]) > self.double_press_ms:
+                self._armed &= ~bit  # the window is over (so wrapped ticks never reopen it)
             if self.pressed & bit and not self._long & bit:
-                # While a burst is being debounced the hold may have ended at
-                # its first edge: measure up to there, decide when it settles.
-                end = self._first[i] if flag[i] else now
                 if diff(end, self._down_at[i]) >= self.long_press_ms:
                     self._long |= bit
                     self._armed &= ~bit  # a long press does not start a double
