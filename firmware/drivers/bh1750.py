@@ -77,7 +77,7 @@ class BH1750:
         self._mt = self.mtreg
         # maximum 180 ms (H, H2) or 24 ms (L) at MT 69, rounded up
         ms = ((24 if mode & 0x0F == 0x03 else 180) * self.mtreg + 68) // _MT_DEFAULT
-        self._due = time.ticks_add(time.ticks_ms(), ms)
+        self._due = time.ticks_add(time.ticks_ms(), ms + 1)  # + 1: ticks_ms truncates
         return ms
 
     def read_raw(self):

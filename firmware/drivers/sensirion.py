@@ -53,10 +53,12 @@ def put(buf, i, w):
 class Busy:
     # A chip that ignores the bus while it works: _busy(ms) marks it busy,
     # _wait() sleeps out whatever is left before the next command or read.
+    # ticks_ms truncates, so the chip is due ms + 1 ticks on: at least ms real
+    # milliseconds (a read 0.2 ms after a 1 ms command would be NACKed).
     _due = None  # ticks_ms when the chip answers again
 
     def _busy(self, ms):
-        self._due = time.ticks_add(time.ticks_ms(), ms)
+        self._due = time.ticks_add(time.ticks_ms(), ms + 1)
 
     def _wait(self):
         if self._due is not None:

@@ -136,7 +136,7 @@ def test_sht4x_measure_high_precision(clock):
     s = sht4x.SHT4x(i2c)
     assert s.measure() == (2150, 4000)
     i2c.done()
-    assert clock.slept == [9]
+    assert clock.slept == [10]  # 9 ms, + 1 tick as ticks_ms truncates
 
 
 @with_fake_time
@@ -144,7 +144,7 @@ def test_sht4x_start_then_read_without_blocking(clock):
     i2c = _bus(clock, ("w", 0x45, b"\xe0"), ("r", 0x45, SHT_21_5_40, 2))
     s = sht4x.SHT4x(i2c, 0x45)
     assert s.start(sht4x.LOW) == 2
-    clock.now += 2  # the caller awaited it
+    clock.now += 3  # the caller awaited it (+ 1 tick: ticks_ms truncates)
     assert s.read() == (2150, 4000)
     assert clock.slept == []
     i2c.done()
