@@ -99,10 +99,15 @@ def build(world: World, board: str, app: str, name: str, unique_id: bytes, cabin
         dev.haptic = sb.pin(wiring["haptic"])
     if "status_led" in spec:
         dev.status_led = sb.pin(spec["status_led"])
+    # A contact on a pin without an internal pull (ESP32 GPIO 34-39) only works with the
+    # pull-up resistor such a board must fit: model that resistor.
+    def ext(n: int) -> bool:
+        return n in sb.facts.no_pull
+
     m = wiring.get("motor")
     if m:
         dev.motor = HBridgeMotor(sb.pin(m["in_a"]), sb.pin(m["in_b"]), sb.pin(m["current_adc"]),
-                                 sb.pin(m["limit"]), clock)
+                                 sb.pin(m["limit"]), clock, external_pull=ext(m["limit"]))
         world.tickers.append(dev.motor.advance)  # the limit switch closes on time
     if "servo" in wiring:
         dev.servo = Servo(sb.pin(wiring["servo"]))
@@ -110,7 +115,7 @@ def build(world: World, board: str, app: str, name: str, unique_id: bytes, cabin
         dev.phone_sense = Button(sb.pin(wiring["phone_sense"]), lock=lock)
     ch = wiring.get("charger")
     if ch:
-        dev.charger = ChargerStatus(sb.pin(ch["status"]))
+        dev.charger = ChargerStatus(sb.pin(ch["status"]), external_pull=ext(ch["status"]))
         dev.ntc = Ntc(sb.pin(ch["ntc_adc"]))
     if spec.get("can") and can_attach is not None:
         dev.can = can_attach(sb, spec["can"])

@@ -114,6 +114,17 @@ class SimBoard:
             p.listeners.append(self._pin_changed)
         return p
 
+    def release_pins(self) -> None:
+        """The chip lost power or reset: its GPIOs float as inputs, its PWM stops (a
+        motor bridge or servo on them sees its inputs go idle, as on a board)."""
+        for p in self.pins.values():
+            pwm = p.pwm_duty_u16 is not None
+            p.pwm_freq, p.pwm_duty_u16 = 0, None
+            p.configure(None, None)
+            if pwm:
+                for fn in list(p.listeners):
+                    fn(p, p.level(), p.level())
+
     def attach_i2c(self, scl: int, sda: int, device: I2CTarget) -> None:
         self.i2c.setdefault(f"{scl}/{sda}", {})[device.address] = device
 
@@ -195,6 +206,7 @@ class _Connection:
             with self.world.lock:
                 if self.board is not None and self.board.conn is self:
                     self.board.conn = None
+                    self.board.release_pins()  # power cut, unplug or reset
             self.sock.close()
 
 
