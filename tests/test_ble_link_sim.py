@@ -96,7 +96,7 @@ def test_accessory_over_ble_link_with_a_bumble_car(world: W.World, ble: BleWorld
     try:
         p.wait_for("advertising", 30)
         car = ble.central("car")
-        adv = car.scan(lambda a: CAB_LE in a.adv_data, timeout=10)
+        adv = car.scan(lambda a: CAB_LE in a.adv_data, timeout=30)
         assert (adv.adv_type, adv.adv_data, adv.scan_response) == (0, ADV, RESP)
         assert len(adv.adv_data) == 21 and len(adv.scan_response) == 30
         link = car.connect(adv)
@@ -142,7 +142,7 @@ def test_accessory_over_ble_link_with_a_bumble_car(world: W.World, ble: BleWorld
         mark = len(p.log)
         link.disconnect()
         p.wait_for("sessions 0 peers []", 10, mark)  # the node dropped the session
-        again = car.scan(lambda a: CAB_LE in a.adv_data, timeout=10)  # advertising again
+        again = car.scan(lambda a: CAB_LE in a.adv_data, timeout=30)  # advertising again
         assert (again.adv_data, again.scan_response) == (ADV, RESP)
         line = p.log[p.wait_for("sessions 0", 10, mark)]
         assert line.endswith("dropped 0 0")

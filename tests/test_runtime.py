@@ -120,7 +120,7 @@ def test_both_links_at_once_ble_answers_a_bumble_car(sim: Simulation, runtime: s
     acc = sim.add(BOARD, "ambient", runtime, name="dual", config=cfg, extra_path=[FIXTURE_APPS])
     acc.wait_for("ble link: advertising as 'dual'", 60)
     central = sim.ble.central("car")
-    adv = central.scan(lambda a: b"dual" in a.scan_response, timeout=15)
+    adv = central.scan(lambda a: b"dual" in a.scan_response, timeout=30)
     flags = adv.scan_response[2 + 16 + 5]  # service data: uuid, major, minor, class, id hi, lo, flags
     assert flags & 0x01  # also reachable on CAN (spec 8.2)
     link = central.connect(adv)

@@ -175,7 +175,7 @@ def test_cabinlink_service_end_to_end_with_a_bumble_central(world: W.World, ble:
     assert mac[1] == "1" and mac[2] == be_hex(str(board_address(UID)))
 
     car = ble.central("car")
-    adv = car.scan(lambda a: CAB_LE in a.adv_data, timeout=10)
+    adv = car.scan(lambda a: CAB_LE in a.adv_data, timeout=30)
     assert (adv.adv_data, adv.scan_response, adv.adv_type) == (ADV, RESP, 0)
     assert be_hex(adv.address) == mac[2] and adv.addr_type == 1
     link = car.connect(adv)
@@ -261,12 +261,12 @@ def test_indicate_append_buffer_and_advertising_payload_rules(world: W.World, bl
     p.wait_for("phase1", 30)
     car = ble.central("car")
     addr = str(board_address(UID))
-    first = car.scan(lambda a: a.address == addr, timeout=10)
+    first = car.scan(lambda a: a.address == addr, timeout=30)
     assert (first.adv_type, first.adv_data, first.scan_response) == (2, b"\x02\x01\x06", b"\x03\x09hi")
     with world.lock:
         p.board.pin(4).drive = 1
     p.wait_for("phase2", 10)
-    again = car.scan(lambda a: a.address == addr and a.connectable, timeout=10)
+    again = car.scan(lambda a: a.address == addr and a.connectable, timeout=30)
     assert (again.adv_data, again.scan_response) == (b"\x02\x01\x06", b"\x03\x09hi")
     link = car.connect(again)
     p.wait_for("connect", 10)
@@ -280,7 +280,7 @@ def test_indicate_append_buffer_and_advertising_payload_rules(world: W.World, bl
     assert lines(p, "indicate-done") == ["indicate-done True 0", "indicate-done True 0"]
     link.disconnect()
     p.wait_for("done", 10)
-    cleared = car.scan(lambda a: a.address == addr, timeout=10)
+    cleared = car.scan(lambda a: a.address == addr, timeout=30)
     assert (cleared.adv_data, cleared.scan_response) == (b"", b"\x03\x09hi")
     p.stop()
 
@@ -359,7 +359,7 @@ def test_just_works_bond_survives_a_power_cut(world: W.World, ble: BleWorld, tmp
 
     def connect() -> BleLink:
         start = len(p.log)
-        a = car.scan(lambda x: CAB_LE in x.adv_data, timeout=10)
+        a = car.scan(lambda x: CAB_LE in x.adv_data, timeout=30)
         link = car.connect(a)
         p.wait_for("connect", 10, start)
         return link
@@ -427,7 +427,7 @@ def test_numeric_comparison_goes_through_passkey_irq(world: W.World, ble: BleWor
 
     car = ble.central("car")
     car.delegate_factory = lambda: Car(io_capability=PairingDelegate.DISPLAY_OUTPUT_AND_YES_NO_INPUT)
-    link = car.connect(car.scan(lambda a: CAB_LE in a.adv_data, timeout=10))
+    link = car.connect(car.scan(lambda a: CAB_LE in a.adv_data, timeout=30))
     link.pair(bond=False, mitm=True)
     p.wait_for("encryption True True False", 10)  # encrypted, authenticated, not bonded
     assert shown and lines(p, "passkey ") == [f"passkey 4 {shown[0]}"]
