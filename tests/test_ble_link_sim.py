@@ -5,7 +5,6 @@ scans, connects, exchanges the MTU, talks CabinLink in fragments, reads the SIG 
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -73,17 +72,6 @@ asyncio.run(main())
 """
 
 
-@pytest.fixture
-def world() -> Iterator[W.World]:
-    with W.World() as w:
-        yield w
-
-
-@pytest.fixture
-def ble(world: W.World) -> Iterator[BleWorld]:
-    b = BleWorld(world)
-    yield b
-    b.close()
 
 
 def test_accessory_over_ble_link_with_a_bumble_car(world: W.World, ble: BleWorld,

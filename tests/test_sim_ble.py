@@ -5,7 +5,6 @@ simulated link is the peer (the CabinLink service of docs/spec.md section 8)."""
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,17 +45,6 @@ def err(label, fn, *args, **kw):
 """
 
 
-@pytest.fixture
-def world() -> Iterator[W.World]:
-    with W.World() as w:
-        yield w
-
-
-@pytest.fixture
-def ble(world: W.World) -> Iterator[BleWorld]:
-    b = BleWorld(world)
-    yield b
-    b.close()
 
 
 def start(world: W.World, tmp_path: Path, runtime: str, body: str,

@@ -18,11 +18,6 @@ from cabinlink_tools.sim.flash import Esp32Flash, Esp32Services, SimFlash, insta
 from cabinlink_tools.sim.runner import RUNTIMES, BoardProcess
 
 
-@pytest.fixture
-def world() -> Iterator[W.World]:
-    with W.World() as w:
-        yield w
-
 
 @pytest.fixture
 def services(world: W.World, tmp_path: Path) -> Iterator[Esp32Services]:

@@ -376,11 +376,6 @@ can = MCP2515(spi, Pin(5, Pin.OUT, value=1), Pin(4, Pin.IN), 500000, osc=8000000
 """
 
 
-@pytest.fixture
-def world() -> Iterator[W.World]:
-    with W.World() as w:
-        yield w
-
 
 @pytest.fixture
 def can_rig(world: W.World) -> Iterator[tuple[W.World, W.SimBoard, Mcp2515, SimBus, SimBusServer]]:

@@ -4,7 +4,6 @@ answers, raising where the real port raises."""
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,11 +29,6 @@ class Echo(I2CTarget):
     def i2c_read(self, n: int) -> bytes | None:
         return (self.last[::-1] + bytes(n))[:n]
 
-
-@pytest.fixture
-def world() -> Iterator[W.World]:
-    with W.World() as w:
-        yield w
 
 
 def run_script(world: W.World, tmp_path: Path, runtime: str, body: str,

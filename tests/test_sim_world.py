@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,11 +14,6 @@ from cabinlink_tools.sim.runner import RUNTIMES, BoardProcess
 from cabinlink_tools.sim.simulation import unique_id_for
 from cabinlink_tools.sim.world import World
 
-
-@pytest.fixture
-def world() -> Iterator[World]:
-    with World() as w:
-        yield w
 
 
 def test_unknown_board_and_app_are_refused_by_name(world: World) -> None:
