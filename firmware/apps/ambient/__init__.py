@@ -53,7 +53,7 @@ _STATUS_NAMES = ("ok", "warming up", "fault", "not present")
 def _check(src, name, key, cap_id, attr, default):
     # A factory value from config.json, checked against the registry range.
     v = src.get(key, default)
-    s = reg.ATTRS[cap_id][attr]
+    s = reg.attr_specs(cap_id)[attr]
     if not check_value(s[0], s[2], s[3], v):
         if s[0] == reg.T_BOOL:
             raise ValueError("%s.%s: must be true or false" % (name, key))
@@ -177,7 +177,7 @@ class App:
             key = "%s.%s" % (_CAP_NAMES[cap_id], _ATTR_NAMES[attr])
             self._keys[(cap_id, attr)] = key
             v = self.ctx.settings.get(key, default)
-            s = reg.ATTRS[cap_id][attr]
+            s = reg.attr_specs(cap_id)[attr]
             if not check_value(s[0], s[2], s[3], v):
                 self.log.warn("settings %s: %r is invalid, using %r" % (key, v, default))
                 v = default

@@ -61,7 +61,7 @@ class App:
                 reg.ATTR_BUTTONS_PRESSED: self.buttons.pressed,
                 reg.ATTR_BUTTONS_LONG_PRESS_MS: lp,
                 reg.ATTR_BUTTONS_DOUBLE_PRESS_MS: dp,
-            }, events=reg.EVENTS[B], on_write=self._write_buttons)
+            }, events=reg.events(B), on_write=self._write_buttons)
             self.caps.append(self.bcap)
 
         if enc:
@@ -80,7 +80,7 @@ class App:
                 reg.ATTR_ROTARY_ENCODER_POSITION: 0,
                 reg.ATTR_ROTARY_ENCODER_DETENTS_PER_REV: enc.get("detents_per_rev", 20),
                 reg.ATTR_ROTARY_ENCODER_ACCELERATION: self.encoder.acceleration,
-            }, events=reg.EVENTS[E], on_write=self._write_encoder)
+            }, events=reg.events(E), on_write=self._write_encoder)
             self.caps.append(self.ecap)
 
         leds = w.get("leds")
@@ -95,7 +95,7 @@ class App:
             self.lcap = Capability(L, values={
                 reg.ATTR_LEDS_COUNT: leds["count"],
                 reg.ATTR_LEDS_BRIGHTNESS: self.brightness,
-            }, commands=sorted(reg.CMDS[L]), on_write=self._write_leds, on_invoke=self._invoke_leds)
+            }, commands=sorted(reg.cmd_specs(L)), on_write=self._write_leds, on_invoke=self._invoke_leds)
             self.caps.append(self.lcap)
 
         if "haptic" in w:
@@ -107,13 +107,13 @@ class App:
             self.strength = _opt(cfg, "app_config", "haptic_strength", 100, 0, 100)
             self.hcap = Capability(H, values={
                 reg.ATTR_HAPTIC_ENABLED: self._saved("haptic_enabled", H, reg.ATTR_HAPTIC_ENABLED, True),
-            }, commands=sorted(reg.CMDS[H]), on_write=self._write_haptic, on_invoke=self._invoke_haptic)
+            }, commands=sorted(reg.cmd_specs(H)), on_write=self._write_haptic, on_invoke=self._invoke_haptic)
             self.caps.append(self.hcap)
 
     def _saved(self, key, cap_id, attr, default):
         # A value the car wrote earlier, if it is still valid for the attribute.
         v = self.settings.get(key, default)
-        s = reg.ATTRS[cap_id][attr]
+        s = reg.attr_specs(cap_id)[attr]
         if not check_value(s[0], s[2], s[3], v):
             self.ctx.log.warn("settings.%s: %r is invalid, using %r" % (key, v, default))
             v = default

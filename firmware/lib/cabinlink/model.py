@@ -24,8 +24,11 @@ class Capability:
         self.label = label
         self.on_write = on_write
         self.on_invoke = on_invoke
-        self.specs = specs if specs is not None else reg.ATTRS.get(cap_id)
-        self.cmd_specs = cmd_specs if cmd_specs is not None else reg.CMDS.get(cap_id)
+        self.specs = specs
+        self.cmd_specs = cmd_specs
+        # A registry capability's specs stay packed in the registry (RAM):
+        # _at says where, None if cap_id is not in the registry.
+        self._at = reg.find(cap_id)
         self.slot = -1
         self.node = None
 
@@ -46,24 +49,32 @@ class Capability:
             return False
         return self.node.emit(self.slot, ev, data)
 
+    def _spec(self, attr):
+        # (type, access, min, max) as defined; None if unknown.
+        if self.specs is not None:
+            return self.specs.get(attr)
+        return reg.attr_spec(self._at, attr) if self._at is not None else None
+
     def attr_spec(self, attr):
         # (type, access, min, max), the range narrowed by `ranges`; None if unknown.
-        s = self.specs.get(attr) if self.specs else None
+        s = self._spec(attr)
         if s is not None and self.ranges and attr in self.ranges:
             r = self.ranges[attr]
             s = (s[0], s[1], r[0], r[1])
         return s
 
     def arg_specs(self, cmd):
-        return self.cmd_specs.get(cmd) if self.cmd_specs else None
+        if self.cmd_specs is not None:
+            return self.cmd_specs.get(cmd)
+        return reg.arg_specs(self._at, cmd) if self._at is not None else None
 
     def check(self):
         # Raise ValueError when this capability contradicts its specs; the node
         # runs it once at start, so a bad app fails on the bench, not in a car.
-        if self.specs is None:
+        if self.specs is None and self._at is None:
             raise ValueError("capability 0x%04x: not in the registry and no specs" % self.id)
         for a in self.values:
-            s = self.specs.get(a)
+            s = self._spec(a)
             if s is None:
                 raise ValueError("0x%04x: unknown attribute %d" % (self.id, a))
             if self.ranges and a in self.ranges:

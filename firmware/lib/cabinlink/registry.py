@@ -1,8 +1,9 @@
 # GENERATED from spec/registry.json by host/cabinlink_tools/registry_gen.py: do not edit.
 # Regenerate with `make registry`, i.e.
 #   PYTHONPATH=host:firmware/lib python -m cabinlink_tools.registry_gen --write
-# CabinLink capability registry as constants and integer-only tables (no strings,
-# to save RAM). The tables drive the node's checks of WRITE and INVOKE.
+# CabinLink capability registry: constants, and the specs the node checks WRITE
+# and INVOKE against, packed in one bytes object to save RAM: a spec becomes a
+# tuple only when asked for (find, attr_spec, arg_specs).
 try:
     from micropython import const
 except ImportError:  # CPython (host tools)
@@ -234,166 +235,125 @@ CMD_LEDS_OFF = const(2)
 ATTR_HAPTIC_ENABLED = const(0)
 CMD_HAPTIC_PULSE = const(0)
 
-# ATTRS  {cap: {attr: (type, access, min, max)}}
-# CMDS   {cap: {cmd: ((type, min, max, optional), ...)}}  arguments in order
-# EVENTS {cap: (event, ...)}
-# min/max are None where unbounded; str/bytes: max = length in bytes; list: max =
-# items; enum: 0..largest value; bitmap: 0..mask of all defined bits.
-ATTRS = {
-    CAP_DEVICE_INFO: {
-        ATTR_DEVICE_INFO_VENDOR: (T_STR, A_READ, None, 32),
-        ATTR_DEVICE_INFO_PRODUCT: (T_STR, A_READ, None, 32),
-        ATTR_DEVICE_INFO_SERIAL: (T_STR, A_READ, None, 32),
-        ATTR_DEVICE_INFO_FIRMWARE_VERSION: (T_STR, A_READ, None, 32),
-        ATTR_DEVICE_INFO_HARDWARE_VERSION: (T_STR, A_READ, None, 32),
-        ATTR_DEVICE_INFO_UPTIME_S: (T_UINT, A_READ, 0, 4294967295),
-        ATTR_DEVICE_INFO_BOOT_COUNT: (T_UINT, A_READ, 0, 4294967295),
-        ATTR_DEVICE_INFO_RESET_CAUSE: (T_ENUM, A_READ, 0, 5),
-        ATTR_DEVICE_INFO_HEALTH: (T_ENUM, A_READ | A_REPORT, 0, 3),
-        ATTR_DEVICE_INFO_MODE: (T_ENUM, A_READ | A_REPORT, 0, 3),
-        ATTR_DEVICE_INFO_RX_MALFORMED: (T_UINT, A_READ, 0, 4294967295),
-        ATTR_DEVICE_INFO_RX_DROPPED: (T_UINT, A_READ, 0, 4294967295),
-        ATTR_DEVICE_INFO_EVENTS_DROPPED: (T_UINT, A_READ, 0, 4294967295),
-        ATTR_DEVICE_INFO_MEM_FREE: (T_UINT, A_READ, 0, 4294967295),
-    },
-    CAP_POWER: {
-        ATTR_POWER_SUPPLY_MV: (T_UINT, A_READ | A_REPORT, 0, 30000),
-        ATTR_POWER_SOURCE: (T_ENUM, A_READ | A_REPORT, 0, 2),
-        ATTR_POWER_BATTERY_PERCENT: (T_UINT, A_READ | A_REPORT, 0, 100),
-        ATTR_POWER_LOW_VOLTAGE_MV: (T_UINT, A_READ | A_WRITE | A_PERSIST, 0, 30000),
-    },
-    CAP_TEMPERATURE: {
-        ATTR_TEMPERATURE_VALUE: (T_INT, A_READ | A_REPORT, -4000, 12500),
-        ATTR_TEMPERATURE_STATUS: (T_ENUM, A_READ | A_REPORT, 0, 3),
-        ATTR_TEMPERATURE_OFFSET: (T_INT, A_READ | A_WRITE | A_PERSIST, -1000, 1000),
-        ATTR_TEMPERATURE_SAMPLE_PERIOD_MS: (T_UINT, A_READ | A_WRITE | A_PERSIST, 100, 600000),
-    },
-    CAP_HUMIDITY: {
-        ATTR_HUMIDITY_VALUE: (T_UINT, A_READ | A_REPORT, 0, 10000),
-        ATTR_HUMIDITY_STATUS: (T_ENUM, A_READ | A_REPORT, 0, 3),
-        ATTR_HUMIDITY_OFFSET: (T_INT, A_READ | A_WRITE | A_PERSIST, -1000, 1000),
-        ATTR_HUMIDITY_SAMPLE_PERIOD_MS: (T_UINT, A_READ | A_WRITE | A_PERSIST, 100, 600000),
-    },
-    CAP_CO2: {
-        ATTR_CO2_VALUE: (T_UINT, A_READ | A_REPORT, 0, 40000),
-        ATTR_CO2_STATUS: (T_ENUM, A_READ | A_REPORT, 0, 3),
-        ATTR_CO2_OFFSET: (T_INT, A_READ | A_WRITE | A_PERSIST, -500, 500),
-        ATTR_CO2_SAMPLE_PERIOD_MS: (T_UINT, A_READ | A_WRITE | A_PERSIST, 1000, 600000),
-        ATTR_CO2_AUTO_CALIBRATION: (T_BOOL, A_READ | A_WRITE | A_PERSIST, None, None),
-        ATTR_CO2_HIGH_PPM: (T_UINT, A_READ | A_WRITE | A_PERSIST, 400, 10000),
-        ATTR_CO2_HYSTERESIS_PPM: (T_UINT, A_READ | A_WRITE | A_PERSIST, 0, 1000),
-        ATTR_CO2_LEVEL: (T_ENUM, A_READ | A_REPORT, 0, 1),
-    },
-    CAP_ILLUMINANCE: {
-        ATTR_ILLUMINANCE_VALUE: (T_UINT, A_READ | A_REPORT, 0, 200000),
-        ATTR_ILLUMINANCE_STATUS: (T_ENUM, A_READ | A_REPORT, 0, 3),
-        ATTR_ILLUMINANCE_SAMPLE_PERIOD_MS: (T_UINT, A_READ | A_WRITE | A_PERSIST, 100, 600000),
-    },
-    CAP_PM25: {
-        ATTR_PM25_VALUE: (T_UINT, A_READ | A_REPORT, 0, 1000),
-        ATTR_PM25_STATUS: (T_ENUM, A_READ | A_REPORT, 0, 3),
-        ATTR_PM25_SAMPLE_PERIOD_MS: (T_UINT, A_READ | A_WRITE | A_PERSIST, 1000, 600000),
-    },
-    CAP_VOC_INDEX: {
-        ATTR_VOC_INDEX_VALUE: (T_UINT, A_READ | A_REPORT, 1, 500),
-        ATTR_VOC_INDEX_STATUS: (T_ENUM, A_READ | A_REPORT, 0, 3),
-        ATTR_VOC_INDEX_SAMPLE_PERIOD_MS: (T_UINT, A_READ | A_WRITE | A_PERSIST, 1000, 10000),
-    },
-    CAP_CLAMP: {
-        ATTR_CLAMP_STATE: (T_ENUM, A_READ | A_REPORT, 0, 4),
-        ATTR_CLAMP_FAULT: (T_ENUM, A_READ | A_REPORT, 0, 4),
-        ATTR_CLAMP_FORCE_LIMIT_MA: (T_UINT, A_READ | A_WRITE | A_PERSIST, 100, 2000),
-        ATTR_CLAMP_VEHICLE_MOVING: (T_BOOL, A_READ | A_WRITE, None, None),
-        ATTR_CLAMP_MOTOR_CURRENT_MA: (T_UINT, A_READ, 0, 5000),
-    },
-    CAP_ROTATION: {
-        ATTR_ROTATION_ORIENTATION: (T_ENUM, A_READ | A_REPORT, 0, 1),
-        ATTR_ROTATION_ANGLE_DEG: (T_INT, A_READ | A_REPORT, -180, 180),
-    },
-    CAP_PHONE_PRESENCE: {
-        ATTR_PHONE_PRESENCE_PRESENT: (T_BOOL, A_READ | A_REPORT, None, None),
-    },
-    CAP_WIRELESS_CHARGER: {
-        ATTR_WIRELESS_CHARGER_STATE: (T_ENUM, A_READ | A_REPORT, 0, 5),
-        ATTR_WIRELESS_CHARGER_POWER_MW: (T_UINT, A_READ | A_REPORT, 0, 50000),
-        ATTR_WIRELESS_CHARGER_TEMPERATURE: (T_INT, A_READ | A_REPORT, -4000, 12500),
-        ATTR_WIRELESS_CHARGER_CUTOFF_TEMPERATURE: (T_INT, A_READ | A_WRITE | A_PERSIST, 3000, 8000),
-        ATTR_WIRELESS_CHARGER_ENABLED: (T_BOOL, A_READ | A_WRITE | A_PERSIST, None, None),
-    },
-    CAP_BUTTONS: {
-        ATTR_BUTTONS_COUNT: (T_UINT, A_READ, 1, 32),
-        ATTR_BUTTONS_PRESSED: (T_BITMAP, A_READ | A_REPORT, 0, 4294967295),
-        ATTR_BUTTONS_LONG_PRESS_MS: (T_UINT, A_READ | A_WRITE | A_PERSIST, 200, 5000),
-        ATTR_BUTTONS_DOUBLE_PRESS_MS: (T_UINT, A_READ | A_WRITE | A_PERSIST, 0, 1000),
-    },
-    CAP_ROTARY_ENCODER: {
-        ATTR_ROTARY_ENCODER_POSITION: (T_INT, A_READ | A_REPORT, -2147483648, 2147483647),
-        ATTR_ROTARY_ENCODER_DETENTS_PER_REV: (T_UINT, A_READ, 1, 1024),
-        ATTR_ROTARY_ENCODER_ACCELERATION: (T_BOOL, A_READ | A_WRITE | A_PERSIST, None, None),
-    },
-    CAP_LEDS: {
-        ATTR_LEDS_COUNT: (T_UINT, A_READ, 1, 256),
-        ATTR_LEDS_BRIGHTNESS: (T_UINT, A_READ | A_WRITE | A_PERSIST, 0, 100),
-    },
-    CAP_HAPTIC: {
-        ATTR_HAPTIC_ENABLED: (T_BOOL, A_READ | A_WRITE | A_PERSIST, None, None),
-    },
-    CAP_FIRMWARE_UPDATE: {},
-}
+# _SPECS: per capability, ids ascending:
+#   cap id (2 bytes, big-endian), attribute count, command bytes, event count,
+#   per attribute: attr, type, access, min, max                     (5 bytes)
+#   per command:   cmd, arg count, per argument: type | 0x80 if optional, min, max
+#   per event:     event
+# min/max are indices into _VALS (0 = None: unbounded); str/bytes: max = length
+# in bytes; list: max = items; enum: 0..largest value; bitmap: 0..mask of all
+# defined bits.
+_VALS = (
+    None, -2147483648, -4000, -1000, -500, -180, 0, 1,
+    2, 3, 4, 5, 32, 100, 180, 200,
+    255, 256, 400, 500, 600, 1000, 1024, 2000,
+    3000, 5000, 8000, 10000, 12500, 30000, 40000, 50000,
+    200000, 600000, 16777215, 2147483647, 4294967295,
+)
 
-CMDS = {
-    CAP_DEVICE_INFO: {
-        CMD_DEVICE_INFO_IDENTIFY: ((T_UINT, 0, 600, False),),
-        CMD_DEVICE_INFO_REBOOT: (),
-        CMD_DEVICE_INFO_READ_LOG: ((T_UINT, 0, 4294967295, False),),
-    },
-    CAP_POWER: {},
-    CAP_TEMPERATURE: {},
-    CAP_HUMIDITY: {},
-    CAP_CO2: {
-        CMD_CO2_FORCE_RECALIBRATION: ((T_UINT, 400, 2000, False),),
-    },
-    CAP_ILLUMINANCE: {},
-    CAP_PM25: {},
-    CAP_VOC_INDEX: {},
-    CAP_CLAMP: {
-        CMD_CLAMP_CLAMP: (),
-        CMD_CLAMP_RELEASE: ((T_BOOL, None, None, True),),
-    },
-    CAP_ROTATION: {
-        CMD_ROTATION_ROTATE: ((T_ENUM, 0, 1, False),),
-    },
-    CAP_PHONE_PRESENCE: {},
-    CAP_WIRELESS_CHARGER: {},
-    CAP_BUTTONS: {},
-    CAP_ROTARY_ENCODER: {},
-    CAP_LEDS: {
-        CMD_LEDS_SET: ((T_UINT, 0, 255, False), (T_UINT, 0, 16777215, False)),
-        CMD_LEDS_FILL: ((T_UINT, 0, 16777215, False),),
-        CMD_LEDS_OFF: (),
-    },
-    CAP_HAPTIC: {
-        CMD_HAPTIC_PULSE: ((T_UINT, 1, 1000, False), (T_UINT, 0, 100, True)),
-    },
-    CAP_FIRMWARE_UPDATE: {},
-}
+_SPECS = (
+    # device_info
+    b"\x00\x01\x0e\x0c\x00\x00\x03\x01\x00\x0c\x01\x03\x01\x00\x0c\x02\x03\x01\x00\x0c\x03\x03\x01\x00\x0c\x04\x03\x01\x00\x0c\x05\x01\x01\x06\x24\x06\x01\x01\x06\x24\x07\x05\x01\x06\x0b\x08\x05\x05\x06\x09\x09\x05\x05\x06\x09\x0a\x01\x01\x06\x24\x0b\x01\x01\x06\x24\x0c\x01\x01\x06\x24\x0d\x01\x01\x06\x24\x00\x01\x01\x06\x14\x01\x00\x02\x01\x01\x06\x24"
+    # power
+    b"\x00\x02\x04\x00\x01\x00\x01\x05\x06\x1d\x01\x05\x05\x06\x08\x02\x01\x05\x06\x0d\x03\x01\x0b\x06\x1d\x00"
+    # temperature
+    b"\x01\x00\x04\x00\x00\x00\x02\x05\x02\x1c\x01\x05\x05\x06\x09\x02\x02\x0b\x03\x15\x03\x01\x0b\x0d\x21"
+    # humidity
+    b"\x01\x01\x04\x00\x00\x00\x01\x05\x06\x1b\x01\x05\x05\x06\x09\x02\x02\x0b\x03\x15\x03\x01\x0b\x0d\x21"
+    # co2
+    b"\x01\x02\x08\x05\x01\x00\x01\x05\x06\x1e\x01\x05\x05\x06\x09\x02\x02\x0b\x04\x13\x03\x01\x0b\x15\x21\x04\x00\x0b\x00\x00\x05\x01\x0b\x12\x1b\x06\x01\x0b\x06\x15\x07\x05\x05\x06\x07\x00\x01\x01\x12\x17\x00"
+    # illuminance
+    b"\x01\x03\x03\x00\x00\x00\x01\x05\x06\x20\x01\x05\x05\x06\x09\x03\x01\x0b\x0d\x21"
+    # pm25
+    b"\x01\x04\x03\x00\x00\x00\x01\x05\x06\x15\x01\x05\x05\x06\x09\x03\x01\x0b\x15\x21"
+    # voc_index
+    b"\x01\x05\x03\x00\x00\x00\x01\x05\x07\x13\x01\x05\x05\x06\x09\x03\x01\x0b\x15\x1b"
+    # clamp
+    b"\x02\x00\x05\x07\x02\x00\x05\x05\x06\x0a\x01\x05\x05\x06\x0a\x02\x01\x0b\x0d\x17\x03\x00\x03\x00\x00\x04\x01\x01\x06\x19\x00\x00\x01\x01\x80\x00\x00\x00\x01"
+    # rotation
+    b"\x02\x01\x02\x05\x01\x00\x05\x05\x06\x07\x01\x02\x05\x05\x0e\x00\x01\x05\x06\x07\x00"
+    # phone_presence
+    b"\x02\x02\x01\x00\x01\x00\x00\x05\x00\x00\x00"
+    # wireless_charger
+    b"\x02\x03\x05\x00\x01\x00\x05\x05\x06\x0b\x01\x01\x05\x06\x1f\x02\x02\x05\x02\x1c\x03\x02\x0b\x18\x1a\x04\x00\x0b\x00\x00\x00"
+    # buttons
+    b"\x03\x00\x04\x00\x04\x00\x01\x01\x07\x0c\x01\x06\x05\x06\x24\x02\x01\x0b\x0f\x19\x03\x01\x0b\x06\x15\x00\x01\x02\x03"
+    # rotary_encoder
+    b"\x03\x01\x03\x00\x01\x00\x02\x05\x01\x23\x01\x01\x01\x07\x16\x02\x00\x0b\x00\x00\x00"
+    # leds
+    b"\x04\x00\x02\x0f\x00\x00\x01\x01\x07\x11\x01\x01\x0b\x06\x0d\x00\x02\x01\x06\x10\x01\x06\x22\x01\x01\x01\x06\x22\x02\x00"
+    # haptic
+    b"\x04\x01\x01\x08\x00\x00\x00\x0b\x00\x00\x00\x02\x01\x07\x15\x81\x06\x0d"
+    # firmware_update
+    b"\x05\x00\x00\x00\x00"
+)
 
-EVENTS = {
-    CAP_DEVICE_INFO: (),
-    CAP_POWER: (EV_POWER_LOW_VOLTAGE,),
-    CAP_TEMPERATURE: (),
-    CAP_HUMIDITY: (),
-    CAP_CO2: (EV_CO2_AIR_QUALITY,),
-    CAP_ILLUMINANCE: (),
-    CAP_PM25: (),
-    CAP_VOC_INDEX: (),
-    CAP_CLAMP: (EV_CLAMP_STATE_CHANGED, EV_CLAMP_FAULT),
-    CAP_ROTATION: (EV_ROTATION_ROTATED,),
-    CAP_PHONE_PRESENCE: (EV_PHONE_PRESENCE_CHANGED,),
-    CAP_WIRELESS_CHARGER: (EV_WIRELESS_CHARGER_STATE_CHANGED,),
-    CAP_BUTTONS: (EV_BUTTONS_PRESS, EV_BUTTONS_RELEASE, EV_BUTTONS_LONG_PRESS, EV_BUTTONS_DOUBLE_PRESS),
-    CAP_ROTARY_ENCODER: (EV_ROTARY_ENCODER_DELTA,),
-    CAP_LEDS: (),
-    CAP_HAPTIC: (),
-    CAP_FIRMWARE_UPDATE: (),
-}
+
+def find(cap):
+    # Offset of cap's records in _SPECS, the `at` of attr_spec and arg_specs;
+    # None if cap is not in the registry.
+    b = _SPECS
+    i = 0
+    while i < len(b):
+        if b[i] << 8 | b[i + 1] == cap:
+            return i
+        i += 5 + 5 * b[i + 2] + b[i + 3] + b[i + 4]
+    return None
+
+
+def attr_spec(at, attr):
+    # (type, access, min, max) of an attribute; None if the capability has none such.
+    b = _SPECS
+    for k in range(at + 5, at + 5 + 5 * b[at + 2], 5):
+        if b[k] == attr:
+            v = _VALS
+            return b[k + 1], b[k + 2], v[b[k + 3]], v[b[k + 4]]
+    return None
+
+
+def arg_specs(at, cmd):
+    # ((type, min, max, optional), ...) of a command's arguments in order; None if
+    # the capability has no such command.
+    b = _SPECS
+    k = at + 5 + 5 * b[at + 2]
+    end = k + b[at + 3]
+    while k < end:
+        n = k + 2 + 3 * b[k + 1]
+        if b[k] == cmd:
+            v = _VALS
+            return tuple((b[j] & 0x7F, v[b[j + 1]], v[b[j + 2]], b[j] > 0x7F) for j in range(k + 2, n, 3))
+        k = n
+    return None
+
+
+def attr_specs(cap):
+    # {attr: (type, access, min, max)} of a capability; None if not in the registry.
+    at = find(cap)
+    if at is None:
+        return None
+    b = _SPECS
+    return {b[k]: attr_spec(at, b[k]) for k in range(at + 5, at + 5 + 5 * b[at + 2], 5)}
+
+
+def cmd_specs(cap):
+    # {cmd: ((type, min, max, optional), ...)} of a capability; None if not in the registry.
+    at = find(cap)
+    if at is None:
+        return None
+    b = _SPECS
+    d = {}
+    k = at + 5 + 5 * b[at + 2]
+    end = k + b[at + 3]
+    while k < end:
+        d[b[k]] = arg_specs(at, b[k])
+        k += 2 + 3 * b[k + 1]
+    return d
+
+
+def events(cap):
+    # (event, ...) of a capability; None if not in the registry.
+    at = find(cap)
+    if at is None:
+        return None
+    k = at + 5 + 5 * _SPECS[at + 2] + _SPECS[at + 3]
+    return tuple(_SPECS[k:k + _SPECS[at + 4]])
