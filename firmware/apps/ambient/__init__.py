@@ -13,12 +13,13 @@ except ImportError:  # CPython
 
 from cabinlink import msg, sig
 from cabinlink import registry as reg
-from cabinlink.model import Capability, check_value
+from cabinlink.model import Capability
 from drivers import bh1750
 from drivers.bh1750 import BH1750
 from drivers.scd4x import SCD4x
 from drivers.sensirion import SensorError
 from drivers.sht4x import SHT4x
+from runtime import option
 
 from .logic import FAULT, NOT_PRESENT, OK, WARMING_UP, AirQuality, SensorState, clamp, health
 
@@ -52,13 +53,10 @@ _STATUS_NAMES = ("ok", "warming up", "fault", "not present")
 
 def _check(src, name, key, cap_id, attr, default):
     # A factory value from config.json, checked against the registry range.
-    v = src.get(key, default)
-    s = reg.attr_specs(cap_id)[attr]
-    if not check_value(s[0], s[2], s[3], v):
-        if s[0] == reg.T_BOOL:
-            raise ValueError("%s.%s: must be true or false" % (name, key))
-        raise ValueError("%s.%s: must be an integer %d..%d" % (name, key, s[2], s[3]))
-    return v
+    s = reg.attr_spec(reg.find(cap_id), attr)
+    if s[0] == reg.T_BOOL:
+        return option(src, name, key, default)
+    return option(src, name, key, default, s[2], s[3])
 
 
 class _Chan:
@@ -176,11 +174,7 @@ class App:
         for attr, default in persisted.items():
             key = "%s.%s" % (_CAP_NAMES[cap_id], _ATTR_NAMES[attr])
             self._keys[(cap_id, attr)] = key
-            v = self.ctx.settings.get(key, default)
-            s = reg.attr_specs(cap_id)[attr]
-            if not check_value(s[0], s[2], s[3], v):
-                self.log.warn("settings %s: %r is invalid, using %r" % (key, v, default))
-                v = default
+            v = self.ctx.saved(key, reg.attr_spec(reg.find(cap_id), attr), default)
             values[attr] = v
         cap = Capability(cap_id, values=values, commands=commands, events=events,
                          on_write=self._write,

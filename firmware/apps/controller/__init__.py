@@ -8,25 +8,14 @@ from micropython import const
 
 from cabinlink import msg
 from cabinlink import registry as reg
-from cabinlink.model import Capability, check_value
+from cabinlink.model import Capability
 from drivers.buttons import Buttons
 from drivers.encoder import Encoder
 from drivers.haptic import Haptic
+from runtime import option
 
 _TICK_MS = const(5)  # input polling period
 _INT32 = 1 << 31  # rotary_encoder.position wraps at int32
-
-
-def _opt(obj, where, key, default, lo=None, hi=None):
-    # One option of app_config or calibration: a bool when lo is None, else an
-    # integer lo..hi. A bad one stops the app (the runtime's safe mode logs why).
-    v = obj.get(key, default)
-    if lo is None:
-        if v is not True and v is not False:
-            raise ValueError("%s.%s: must be true or false" % (where, key))
-    elif not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-        raise ValueError("%s.%s: must be an integer %d..%d" % (where, key, lo, hi))
-    return v
 
 
 class App:
@@ -42,20 +31,20 @@ class App:
         self.caps = []
         self.buttons = self.encoder = self.haptic = self.np = None
 
-        pull = Pin.PULL_UP if _opt(cfg, "app_config", "pull_up", True) else None
-        active_low = _opt(cfg, "app_config", "active_low", True)
+        pull = Pin.PULL_UP if option(cfg, "app_config", "pull_up", True) else None
+        active_low = option(cfg, "app_config", "active_low", True)
         enc = w.get("encoder")
         pins = [ctx.board.pin(n, Pin.IN, pull) for n in w.get("buttons", ())]
-        if enc and "switch" in enc and _opt(cfg, "app_config", "encoder_switch", True):
+        if enc and "switch" in enc and option(cfg, "app_config", "encoder_switch", True):
             pins.append(ctx.board.pin(enc["switch"], Pin.IN, pull))  # the last button
         if pins:
             B = reg.CAP_BUTTONS
             lp = self._saved("long_press_ms", B, reg.ATTR_BUTTONS_LONG_PRESS_MS,
-                             _opt(cfg, "app_config", "long_press_ms", 800, 200, 5000))
+                             option(cfg, "app_config", "long_press_ms", 800, 200, 5000))
             dp = self._saved("double_press_ms", B, reg.ATTR_BUTTONS_DOUBLE_PRESS_MS,
-                             _opt(cfg, "app_config", "double_press_ms", 300, 0, 1000))
+                             option(cfg, "app_config", "double_press_ms", 300, 0, 1000))
             self.buttons = Buttons(pins, self.clock, self._on_button, active_low,
-                                   _opt(cfg, "app_config", "debounce_ms", 20, 1, 200), lp, dp)
+                                   option(cfg, "app_config", "debounce_ms", 20, 1, 200), lp, dp)
             self.bcap = Capability(B, values={
                 reg.ATTR_BUTTONS_COUNT: len(pins),
                 reg.ATTR_BUTTONS_PRESSED: self.buttons.pressed,
@@ -69,13 +58,13 @@ class App:
             self.encoder = Encoder(
                 ctx.board.pin(enc["a"], Pin.IN, pull), ctx.board.pin(enc["b"], Pin.IN, pull),
                 self.clock, self._on_delta, enc.get("steps_per_detent", 4),
-                _opt(cal, "calibration", "encoder_reverse", False),
-                _opt(cfg, "app_config", "delta_window_ms", 50, 0, 1000),
-                _opt(cfg, "app_config", "accel_ms", 100, 10, 1000),
-                _opt(cfg, "app_config", "accel_max", 5, 1, 100))
+                option(cal, "calibration", "encoder_reverse", False),
+                option(cfg, "app_config", "delta_window_ms", 50, 0, 1000),
+                option(cfg, "app_config", "accel_ms", 100, 10, 1000),
+                option(cfg, "app_config", "accel_max", 5, 1, 100))
             self.encoder.acceleration = self._saved(
                 "acceleration", E, reg.ATTR_ROTARY_ENCODER_ACCELERATION,
-                _opt(cfg, "app_config", "acceleration", False))
+                option(cfg, "app_config", "acceleration", False))
             self.ecap = Capability(E, values={
                 reg.ATTR_ROTARY_ENCODER_POSITION: 0,
                 reg.ATTR_ROTARY_ENCODER_DETENTS_PER_REV: enc.get("detents_per_rev", 20),
@@ -91,7 +80,7 @@ class App:
             self.np = NeoPixel(ctx.board.pin(leds["pin"], Pin.OUT), leds["count"])
             self.rgb = [0] * leds["count"]  # the colours as set, before brightness
             self.brightness = self._saved("brightness", L, reg.ATTR_LEDS_BRIGHTNESS,
-                                          _opt(cfg, "app_config", "brightness", 50, 0, 100))
+                                          option(cfg, "app_config", "brightness", 50, 0, 100))
             self.lcap = Capability(L, values={
                 reg.ATTR_LEDS_COUNT: leds["count"],
                 reg.ATTR_LEDS_BRIGHTNESS: self.brightness,
@@ -101,23 +90,17 @@ class App:
         if "haptic" in w:
             H = reg.CAP_HAPTIC
             pwm = PWM(ctx.board.pin(w["haptic"], Pin.OUT, value=0),
-                      freq=_opt(cfg, "app_config", "haptic_freq_hz", 20000, 50, 40000), duty_u16=0)
+                      freq=option(cfg, "app_config", "haptic_freq_hz", 20000, 50, 40000), duty_u16=0)
             self.haptic = Haptic(pwm, self.clock,
-                                 _opt(cal, "calibration", "haptic_min_percent", 0, 0, 100))
-            self.strength = _opt(cfg, "app_config", "haptic_strength", 100, 0, 100)
+                                 option(cal, "calibration", "haptic_min_percent", 0, 0, 100))
+            self.strength = option(cfg, "app_config", "haptic_strength", 100, 0, 100)
             self.hcap = Capability(H, values={
                 reg.ATTR_HAPTIC_ENABLED: self._saved("haptic_enabled", H, reg.ATTR_HAPTIC_ENABLED, True),
             }, commands=sorted(reg.cmd_specs(H)), on_write=self._write_haptic, on_invoke=self._invoke_haptic)
             self.caps.append(self.hcap)
 
     def _saved(self, key, cap_id, attr, default):
-        # A value the car wrote earlier, if it is still valid for the attribute.
-        v = self.settings.get(key, default)
-        s = reg.attr_specs(cap_id)[attr]
-        if not check_value(s[0], s[2], s[3], v):
-            self.ctx.log.warn("settings.%s: %r is invalid, using %r" % (key, v, default))
-            v = default
-        return v
+        return self.ctx.saved(key, reg.attr_spec(reg.find(cap_id), attr), default)
 
     # --- inputs -> events ---------------------------------------------------
     def _on_button(self, ev, i):

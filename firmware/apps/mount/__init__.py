@@ -14,6 +14,7 @@ import asyncio
 from cabinlink import msg
 from cabinlink import registry as reg
 from cabinlink.model import Capability
+from runtime import option
 
 from apps.mount import charger as chg_
 from apps.mount.charger import Charger, ntc_centi_c
@@ -49,10 +50,7 @@ _CAL = {
 def _opts(src, table, where):
     out = {}
     for k, d in table.items():
-        v = src.get(k, d[0])
-        if not isinstance(v, int) or isinstance(v, bool) or not d[1] <= v <= d[2]:
-            raise ValueError("%s.%s: must be an integer %d..%d" % (where, k, d[1], d[2]))
-        out[k] = v
+        out[k] = option(src, where, k, d[0], d[1], d[2])
     return out
 
 
