@@ -192,9 +192,14 @@ class Runtime:
         if led_pin is not None:
             led = machine.Pin(led_pin, machine.Pin.OUT, value=0)
         info = self.node.info.values
+        bus_offs = 0
         while True:
             wdt.feed()
             now = time.ticks_ms()
+            n = sum(getattr(link, "bus_off_count", 0) for link in self.links)
+            if n != bus_offs:
+                self.log.warn("can: bus-off (%d so far), restarting with back-off" % n)
+                bus_offs = n
             if reg.ATTR_DEVICE_INFO_MEM_FREE in info:
                 gc.collect()  # once a second: short pauses, and mem_free = live data
                 info[reg.ATTR_DEVICE_INFO_MEM_FREE] = gc.mem_free()
