@@ -1,11 +1,14 @@
 # Debounced push buttons on GPIO interrupts, classified into press, release,
 # long press and double press (docs/accessories/controller.md "Buttons").
 #
-# The IRQ (both edges) only stores the time of the edge and sets the button's
-# flag; poll() does the rest. A new level is accepted once the contact has
-# been quiet for debounce_ms (bounce only moves that moment on), and the press
-# or release is dated at the first edge of its burst, so timings are measured
-# from when the finger moved, not from when the contact settled.
+# The IRQ (both edges) stores the time of the edge, sets the button's flag and
+# calls wake() (the app's ThreadSafeFlag) so poll() runs at once. Debouncing is
+# leading-edge with a lock-out: a new level counts as soon as poll() reads it
+# (well under a millisecond after the edge, so a spike that is gone by then
+# is ignored), then the button ignores its contact for debounce_ms and reads
+# it again at the end, so the bounce of that edge is never a second event and
+# a change inside the lock-out is not lost. A press or release is dated at the
+# first edge of its burst, so timings are measured from when the finger moved.
 #
 # Event order for one button (ids = the registry's buttons events):
 #   short press            PRESS, RELEASE
@@ -30,9 +33,11 @@ _RESYNC_MS = const(1000)  # re-read idle contacts this often (a lost IRQ heals)
 
 class Buttons:
     # pins: input Pins with their pulls set by the caller; clock: ticks_ms
-    # semantics; emit(event, index) is called from poll() only.
+    # semantics; emit(event, index) is called from poll() only; wake(), if
+    # given, is called from the IRQ (it must be IRQ-safe, e.g. a
+    # ThreadSafeFlag's set) to have poll() run before the next tick.
     def __init__(self, pins, clock, emit, active_low=True, debounce_ms=20,
-                 long_press_ms=800, double_press_ms=300):
+                 long_press_ms=800, double_press_ms=300, wake=None):
         n = len(pins)
         self.pins = pins
         self.clock = clock
@@ -47,6 +52,9 @@ class Buttons:
         self._last = [0] * n  # latest edge
         self._down_at = [0] * n  # when the current press began
         self._armed_at = [0] * n  # when the press that may start a double began
+        self._changed_at = [clock.ticks_ms()] * n  # when the last change was accepted
+        self._locked = 0  # bit n: in its lock-out after a change
+        self.wake = wake
         self._long = 0  # bit n: LONG_PRESS raised (or not wanted) for this press
         self._armed = 0  # bit n: the last press may be the first of a double
         now = clock.ticks_ms()
@@ -63,6 +71,7 @@ class Buttons:
         last = self._last
         flag = self._flag
         ticks = self.clock.ticks_ms
+        wake = self.wake
 
         def irq(pin):
             t = ticks()
@@ -70,6 +79,8 @@ class Buttons:
                 first[i] = t
             last[i] = t
             flag[i] = 1
+            if wake is not None:
+                wake()
         return irq
 
     def _down(self, i):
@@ -81,17 +92,21 @@ class Buttons:
         flag = self._flag
         for i in range(len(flag)):
             bit = 1 << i
-            if flag[i]:
-                last = self._last[i]
-                if diff(now, last) >= self.debounce_ms:
-                    flag[i] = 0
-                    if self._last[i] != last:
-                        flag[i] = 1  # an edge came in between: still bouncing
-                    else:
-                        down = self._down(i)
-                        if down != bool(self.pressed & bit):
-                            self._change(i, bit, down, self._first[i])
-            # While a burst is being debounced, the press or release it may
+            if self._locked & bit and diff(now, self._changed_at[i]) >= self.debounce_ms:
+                self._locked &= ~bit
+            if flag[i] and not self._locked & bit:
+                flag[i] = 0
+                down = self._down(i)
+                if down != bool(self.pressed & bit):
+                    # Dated at the burst's first edge; a burst that began inside
+                    # the lock-out ended in the level read now: its last edge.
+                    t = self._first[i]
+                    if diff(t, self._changed_at[i]) < self.debounce_ms:
+                        t = self._last[i]
+                    self._changed_at[i] = now
+                    self._locked |= bit
+                    self._change(i, bit, down, t)
+            # While a burst waits (lock-out), the press or release it may
             # turn out to be happened at its first edge: measure up to there.
             end = self._first[i] if flag[i] else now
             if self._armed & bit and diff(end, self._armed_at[i]) > self.double_press_ms:

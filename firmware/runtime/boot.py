@@ -130,7 +130,6 @@ class Runtime:
         spec = self.board_spec or {}
         bitrate = can_cfg.get("bitrate", (spec.get("can") or {}).get("bitrate", 500000))
         ctl = Board(spec, None).can(bitrate)
-        ctl.set_filters(None)
         name = claim.make_name(identity_number(), 0xC0 | self.node.device_class)
         link = CanLink(ctl, self.node, self.clock, name, can_cfg.get("preferred_address"))
         link.start()

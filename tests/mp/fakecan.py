@@ -19,11 +19,13 @@ class FakeBus:
     def deliver(self, src, can_id, data, flags):
         self.log.append((src, can_id, bytes(data)))
         for c in self.ctls:
-            if c.index != src and c.st != STATE_BUS_OFF:
+            if c.index != src and c.st != STATE_BUS_OFF and c.accepts(can_id, flags):
                 c.rxq.append((can_id, bytes(data), flags))
 
 
 class FakeCAN:
+    FILTERS_MAX = 6  # as an MCP2515; set_filters(None) accepts everything
+
     def __init__(self, bus, index):
         self.bus = bus
         self.index = index
@@ -31,6 +33,22 @@ class FakeCAN:
         self.st = STATE_ACTIVE
         self.tx_full = False
         self.restarts = 0
+        self.filters = None
+        self.filtered = 0  # frames the filters kept out
+
+    def set_filters(self, filters):
+        if filters is not None and len(filters) > self.FILTERS_MAX:
+            raise ValueError("too many filters")
+        self.filters = None if filters is None else list(filters)
+
+    def accepts(self, can_id, flags):
+        if self.filters is None:
+            return True
+        for fid, mask, fflags in self.filters:
+            if (can_id & mask) == (fid & mask) and (fflags & FLAG_EXT_ID) == (flags & FLAG_EXT_ID):
+                return True
+        self.filtered += 1
+        return False
 
     def send(self, can_id, data, flags=0):
         if len(data) > 8:

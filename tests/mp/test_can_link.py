@@ -200,3 +200,36 @@ def test_no_isotp_during_the_settle_time():
     run(clk, [acc], 5)
     assert [f[1] for f in bus.log] == [0x18EEFF85]  # no flow control answered
     assert acc.frames_dropped == 1
+
+
+def test_hardware_filters_follow_the_address_and_keep_other_traffic_out():
+    clk, bus, node, btn, acc, car_ep, car = started()
+    ctl = acc.can
+    ids = sorted(f[0] >> 8 for f in ctl.filters)
+    assert ids == sorted([0xDA85, 0xDB85, 0xDBFF, 0xEEFF, 0xEAFF, 0xEA85])
+    assert all(f[1] == 0x00FFFF00 and f[2] == 2 for f in ctl.filters)
+    # traffic between two other nodes, at any priority: never received
+    other = bus.controller()
+    before = ctl.filtered
+    for can_id in (0x18DA8790, 0x0CDA0087, 0x18FF0030, 0x18DA0087):
+        other.send(can_id, b"\x01\x02")
+    assert ctl.filtered - before == 4 and not ctl.rxq
+    # ... while the car's requests still work (the filters passed them)
+    assert car.send(0x85, encode(msg.read(7, 0, 0)))
+    run(clk, [acc, car], 50)
+    assert any(p == 0x85 and m[0] == msg.RESULT for p, m in car_ep.got)
+    # the address moves: the filters move with it
+    acc._address_changed(0x85, 0x86)
+    assert sorted(f[0] >> 8 for f in ctl.filters) == sorted(
+        [0xDA86, 0xDB86, 0xDBFF, 0xEEFF, 0xEAFF, 0xEA86])
+
+
+def test_a_controller_with_too_few_filters_receives_everything():
+    clk = ManualClock()
+    bus = FakeBus()
+    ctl = bus.controller()
+    ctl.FILTERS_MAX = 2
+    ctl.filters = []  # as machine.CAN before set_filters: nothing
+    node = Node(clk, reg.CLASS_OTHER, [device_info("T", "P", "S", "1", "A", lambda c, a, b: msg.OK)])
+    CanLink(ctl, node, clk, claim.make_name(5, 0xC3), 0x85).start()
+    assert ctl.filters is None

@@ -92,23 +92,31 @@ def test_event_ids_are_the_registry_ones():
                             reg.EV_BUTTONS_LONG_PRESS, reg.EV_BUTTONS_DOUBLE_PRESS)
 
 
-def test_press_and_release_after_the_debounce_time():
+def test_press_and_release_count_at_the_first_poll_after_the_edge():
     r = Rig()
     assert r.pins[0].trigger == 3  # both edges
     r.press()
-    r.run(15)
-    assert r.events == [] and r.b.pressed == 0  # not quiet for 20 ms yet
-    r.run(10)
-    assert r.kinds() == [(P, 0)] and r.b.pressed == 1
+    assert r.events == []  # the IRQ only records; poll() decides
+    r.run(5)
+    assert r.events == [(5, P, 0)] and r.b.pressed == 1
     r.at(100)
     r.release()
-    r.at(200)
+    r.at(105)
     assert r.kinds() == [(P, 0), (R, 0)] and r.b.pressed == 0
-    assert 20 <= r.events[1][0] - 100 <= 25
+    assert r.events[1][0] == 105
+
+
+def test_the_irq_wakes_the_task():
+    woken = []
+    r = Rig(wake=lambda: woken.append(1))
+    r.press()
+    assert woken == [1]
+    r.b.poll(r.clock.ticks_ms())  # the woken task polls at once, no tick needed
+    assert r.kinds() == [(P, 0)]
 
 
 def test_bouncing_contact_gives_one_press_and_one_release():
-    r = Rig()
+    r = Rig(tick=1)
     for t, level in ((0, 0), (1, 1), (3, 0), (4, 1), (9, 0)):  # bounce for 9 ms
         r.at(t)
         r.pins[0].set(level)
@@ -118,16 +126,38 @@ def test_bouncing_contact_gives_one_press_and_one_release():
         r.pins[0].set(level)
     r.at(400)
     assert r.kinds() == [(P, 0), (R, 0)]
-    assert r.events[0][0] >= 29  # 20 ms after the last bounce
+    assert r.events[0][0] == 1 and r.events[1][0] == 201  # at once, not after the bounce
 
 
-def test_a_glitch_shorter_than_the_debounce_time_is_ignored():
+def test_a_spike_gone_before_the_poll_is_ignored():
     r = Rig()
     r.press()
-    r.run(3)
-    r.release()
+    r.release()  # both edges before the task ran: EMI, not a finger
     r.at(300)
     assert r.events == [] and r.b.pressed == 0
+
+
+def test_a_tap_inside_the_lock_out_is_not_lost_and_keeps_its_time():
+    r = Rig(tick=1, debounce_ms=20)
+    r.press()
+    r.at(8)
+    r.release()  # a short tap: released inside the press's lock-out
+    r.at(19)
+    assert r.kinds() == [(P, 0)]
+    r.at(22)  # the lock-out ended at 21: the contact is read again
+    assert r.kinds() == [(P, 0), (R, 0)] and r.b.pressed == 0
+    assert r.b._down_at[0] == r.t0  # the press dated at its edge
+
+
+def test_the_lock_out_ignores_the_contact_then_reads_it():
+    r = Rig(tick=1, debounce_ms=20)
+    r.press()
+    r.at(1)
+    r.release()
+    r.at(2)
+    r.press()  # bounce inside the lock-out ends pressed
+    r.at(100)
+    assert r.kinds() == [(P, 0)] and r.b.pressed == 1
 
 
 def test_long_press_fires_once_while_held():
@@ -144,7 +174,7 @@ def test_long_press_fires_once_while_held():
 
 
 def test_release_just_before_long_press_ms_is_not_long():
-    # The release edge at 790 settles at 810, after 800: still a short press.
+    # Released 10 ms before long_press_ms: a short press.
     r = Rig(long_press_ms=800)
     r.press()
     r.at(790)

@@ -43,8 +43,10 @@ class App:
                              option(cfg, "app_config", "long_press_ms", 800, 200, 5000))
             dp = self._saved("double_press_ms", B, reg.ATTR_BUTTONS_DOUBLE_PRESS_MS,
                              option(cfg, "app_config", "double_press_ms", 300, 0, 1000))
+            self._edge = asyncio.ThreadSafeFlag()  # set by the buttons' IRQ
             self.buttons = Buttons(pins, self.clock, self._on_button, active_low,
-                                   option(cfg, "app_config", "debounce_ms", 20, 1, 200), lp, dp)
+                                   option(cfg, "app_config", "debounce_ms", 20, 1, 200), lp, dp,
+                                   self._edge.set)
             self.bcap = Capability(B, values={
                 reg.ATTR_BUTTONS_COUNT: len(pins),
                 reg.ATTR_BUTTONS_PRESSED: self.buttons.pressed,
@@ -184,6 +186,8 @@ class App:
         e = self.encoder
         h = self.haptic
         ticks = self.clock.ticks_ms
+        if b is not None:
+            asyncio.create_task(self._edges())
         while True:
             now = ticks()
             if b is not None:
@@ -193,3 +197,12 @@ class App:
             if h is not None:
                 h.poll(now)
             await asyncio.sleep_ms(_TICK_MS)
+
+    async def _edges(self):
+        # A button edge is handled when it happens, not at the next tick: the
+        # event is on the bus well under a millisecond later (controller.md).
+        b = self.buttons
+        ticks = self.clock.ticks_ms
+        while True:
+            await self._edge.wait()
+            b.poll(ticks())

@@ -23,6 +23,7 @@ _BACKOFF_MAX_MS = const(5000)
 _STABLE_MS = const(10000)  # a recovery that holds this long resets the back-off
 _STATE_EVERY_MS = const(20)  # how often the controller's state is read (SPI on an MCP2515)
 _PAD = const(0xCC)
+_PF_PS = const(0x00FFFF00)  # filter mask: PDU format + PDU specific (J1939 PF, PS)
 
 
 class CanLink:
@@ -65,7 +66,27 @@ class CanLink:
         return self.claim.address
 
     def start(self):
+        self._set_filters(self.claim.preferred)
         self.claim.start()
+
+    def _set_filters(self, me):
+        # Hardware acceptance filters (spec 7.2): what this node must hear,
+        # whatever the priority: ISO-TP to it, functional to it or to all,
+        # address claims, requests to it or to all. Other traffic on a shared
+        # bus never costs a receive. A controller with fewer filters (or
+        # masks) than that, or none, receives everything; _frame() sorts it.
+        sf = getattr(self.can, "set_filters", None)
+        if sf is None:
+            return
+        filters = None
+        if getattr(self.can, "FILTERS_MAX", 0) >= 6:
+            filters = []
+            for pf_ps in (0xDA00 | me, 0xDB00 | me, 0xDBFF, 0xEEFF, 0xEAFF, 0xEA00 | me):
+                filters.append((pf_ps << 8, _PF_PS, _FLAG_EXT_ID))
+        try:
+            sf(filters)
+        except ValueError:
+            sf(None)
 
     # --- outbound ----------------------------------------------------------
     def _tx(self, can_id, data):
@@ -115,6 +136,7 @@ class CanLink:
             ch.abort()
         self.channels = {}
         self._hb_at = None
+        self._set_filters(new)
 
     # --- inbound -----------------------------------------------------------
     def _frame(self, can_id, data):
