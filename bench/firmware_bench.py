@@ -11,6 +11,10 @@
   live heap, its growth from the first to the last fifth of the run, and the .mpy size.
   ``CABINLINK_BENCH_SECONDS`` sets the run length (default 90 s; the issue's 10-minute and
   1-hour figures come from 600 and 3600).
+  Two deployments are measured: .mpy files on the board's filesystem (imported into RAM),
+  and the same files in a ROMFS image (MicroPython >= 1.25, e.g. the ESP32_GENERIC-ROMFS
+  image), imported in place from memory-mapped flash. The unix port holds the image as one
+  bytes object on its heap; its size is subtracted like the platform's.
 * frame cost: bench/frame_cost.py on the unix port, beside the frame's own bus time.
 """
 from __future__ import annotations
@@ -42,6 +46,8 @@ FRAME_US = 268  # an 8-byte 29-bit frame at 500 kbit/s (134 bits with typical st
 
 
 def app_heap(app: str, seconds: float, firmware: Path) -> dict[str, Any]:
+    """``firmware``: a compiled tree, or a ROMFS image file of one."""
+    rom = firmware.stat().st_size if firmware.is_file() else 0
     with Simulation() as sim:
         cfg = default_config(BOARD, app, f"{app}-bench", ble=True)
         acc = sim.add(BOARD, app, "micropython", name=f"{app}-bench", heap="512K",
@@ -66,12 +72,13 @@ def app_heap(app: str, seconds: float, firmware: Path) -> dict[str, Any]:
         safe = any("SAFE MODE" in line for line in acc.log)
     if len(samples) < 5:
         return {"app": app, "error": "too few samples"}
-    base = platform_baseline()
+    base = platform_baseline() + rom
     samples = [s - base for s in samples]
     fifth = max(1, len(samples) // 5)
     first = sum(samples[:fifth]) / fifth
     last = sum(samples[-fifth:]) / fifth
-    return {"app": app, "seconds": seconds, "peak_live": max(samples), "growth": last - first,
+    return {"app": app, "romfs": bool(rom), "seconds": seconds, "peak_live": max(samples),
+            "growth": last - first,
             "samples": len(samples), "safe_mode": safe}
 
 
@@ -92,6 +99,17 @@ def platform_baseline() -> int:
                              capture_output=True, text=True, timeout=120, check=True)
         _BASELINE.append(int(out.stdout.split()[-1]))
     return _BASELINE[0]
+
+
+def romfs_image(tree: Path) -> bytes:
+    """The ROMFS image ``mpremote romfs build`` makes of a compiled tree."""
+    import contextlib
+    import io
+
+    from mpremote.romfs import make_romfs
+
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints the tree
+        return bytes(make_romfs(str(tree), mpy_cross=False))
 
 
 def tree_sizes(firmware: Path) -> dict[str, int]:
@@ -120,7 +138,9 @@ def run_all(seconds: float | None = None) -> dict[str, Any]:
         fw = Path(tmp) / "fw"
         mpycheck.compile_tree(fw)
         sizes = tree_sizes(fw)
-        heaps = [app_heap(app, seconds, fw) for app in APPS if app in sizes]
+        rom = Path(tmp) / "fw.romfs"
+        rom.write_bytes(romfs_image(fw))
+        heaps = [app_heap(app, seconds, image) for app in APPS if app in sizes for image in (fw, rom)]
     return {"sizes": sizes, "heaps": heaps, "frame": frame_cost()}
 
 

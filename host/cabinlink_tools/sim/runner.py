@@ -53,9 +53,13 @@ class BoardProcess:
     def __init__(self, world: W.World, board: W.SimBoard, runtime: str, script: Path | str,
                  fs_dir: Path, extra_path: Sequence[Path] = (), heap: str = "512K",
                  firmware: Path = FIRMWARE) -> None:
-        # firmware: the tree the board runs (the repository's, or one compiled to .mpy).
+        # firmware: the tree the board runs (the repository's, or one compiled to .mpy), or a
+        # ROMFS image file (mpremote's format; MicroPython runtime only): mounted at /rom and
+        # imported in place, as on a board whose image has a ROMFS partition.
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, not {runtime!r}")
+        if Path(firmware).is_file() and runtime != "micropython":
+            raise ValueError("a ROMFS image runs under the MicroPython runtime only")
         self.world = world
         self.board = board
         self.runtime = runtime
@@ -80,12 +84,20 @@ class BoardProcess:
         # The platform modules first; the bus client they use (sim/canwire.py) last, so
         # no module of the simulation can shadow a firmware module.
         fw = self.firmware
-        path = [str(PLATFORM), *map(str, self.extra_path), str(fw / "lib"), str(fw), str(SIM)]
+        script = str(self.script)
         env = dict(os.environ, CABINLINK_WORLD=self.world.address, CABINLINK_BOARD=self.board.name)
+        if fw.is_file():  # a ROMFS image: mp_boot.py mounts it at /rom
+            env["CABINLINK_ROMFS"] = str(fw)
+            code = ["/rom/lib", "/rom"]
+            if self.script.parent == fw:
+                script = "/rom/" + self.script.name
+        else:
+            code = [str(fw / "lib"), str(fw)]
+        path = [str(PLATFORM), *map(str, self.extra_path), *code, str(SIM)]
         if self.runtime == "micropython":
             env["MICROPYPATH"] = ":".join(path + [".frozen"])
             return [micropython_binary(), "-X", f"heapsize={self.heap}", str(SIM / "mp_boot.py"),
-                    str(self.script)], env
+                    script], env
         env["PYTHONPATH"] = ":".join(path)
         env["PYTHONUNBUFFERED"] = "1"
         return [sys.executable, str(SIM / "cpython_boot.py"), str(self.script)], env
