@@ -42,6 +42,12 @@ def _doctor(args: argparse.Namespace) -> int:
     return doctor.run(args)
 
 
+def _dbc(args: argparse.Namespace) -> int:
+    from . import dbc
+
+    return dbc.run(args)
+
+
 def _version(args: argparse.Namespace) -> int:
     from cabinlink import msg
 
@@ -98,6 +104,19 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
                     help="give python-can's adapter detection at most S seconds (default 3)")
     dr.add_argument("--cache", metavar="DIR", help="image cache directory to check")
     handlers["doctor"] = _doctor
+
+    db = sub.add_parser("dbc", help="export the CAN side of CabinLink as a DBC (cantools, SavvyCAN)",
+                        description="Writes a DBC (built with cantools) describing CabinLink's CAN frames: "
+                                    "address claim NAME fields, requests, the HEARTBEAT single frame, ISO-TP "
+                                    "PCI fields multiplexed by frame type, the priority-3 event channel. "
+                                    "Decode a candump log with `python -m cantools decode -m 0x1FFF0000 "
+                                    "FILE.dbc < LOG`. See docs/tools/dbc.md.")
+    db.add_argument("-o", "--output", metavar="FILE", help="write the DBC here (default: standard output)")
+    db.add_argument("--address", action="append", default=[], metavar="ADDR",
+                    help="concrete ids for the accessory at ADDR (e.g. 0x85), repeatable; default: one "
+                         "pattern message per id kind (match with frame id mask 0x1FFF0000)")
+    db.add_argument("--car", default="0x00", metavar="ADDR", help="the car's address (default 0x00)")
+    handlers["dbc"] = _dbc
 
     v = sub.add_parser("version", help="print tool and protocol versions")
     v.set_defaults()
