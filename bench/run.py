@@ -8,6 +8,8 @@
 4. Simulated boards: the largest fleet per runtime that keeps real time, and start-up time.
 5. Firmware: live heap per app, .mpy size, CPU per received CAN frame (bench/firmware_bench.py).
    (``--no-sim`` skips 3 to 5.)
+6. Deploy of the firmware to a virtual board, first and unchanged; ``cabinlink --help``
+   start-up (bench/deploy_bench.py).
 """
 from __future__ import annotations
 
@@ -140,6 +142,17 @@ def latency_rows() -> list[list[str]]:
     return rows
 
 
+def deploy_rows() -> tuple[list[list[str]], dict[str, float]]:
+    sys.path.insert(0, str(ROOT / "bench"))
+    import deploy_bench
+
+    r = deploy_bench.run_all()
+    rows = [[f"{d['path']}, {d['run']}", str(d["files"]), str(d["file_bytes"]), str(d["wire_bytes"]),
+             f"{d['seconds']:.2f}", ("yes" if d["file_bytes"] == 0 else "NO") if d["run"] == "unchanged" else ""]
+            for d in r["deploy"]]
+    return rows, r["startup"]
+
+
 def main() -> int:
     print(table("Encode+decode of REPORT [10, 1, 0, 2150], µs per round trip (best of 5 x 20000)",
                 ["runtime", "CabinLink CBOR", "built-in json", "ratio", "CBOR heap B", "json heap B"],
@@ -149,6 +162,14 @@ def main() -> int:
     print(table("Wire size in bytes (goal: one classic CAN frame = ISO-TP single frame, <= 7 bytes)",
                 ["message", "CBOR", "JSON same array", "JSON with names", "fits 1 frame"], rows))
     ok = all(r[-1] == "yes" for r in rows)
+    print()
+    dep_rows, startup = deploy_rows()
+    print(table("cabinlink deploy of the full firmware (.mpy, all apps) to a virtual board "
+                "(goal: an unchanged re-deploy sends no file data)",
+                ["port path, run", "files copied", "file bytes", "bytes sent", "seconds", "goal met"], dep_rows))
+    print(f"cabinlink --help start-up: {startup['median_s']:.3f} s median of {startup['runs']} "
+          f"(goal < 0.3 s: {'yes' if startup['median_s'] < 0.3 else 'NO'})")
+    ok = ok and all(r[-1] != "NO" for r in dep_rows) and startup["median_s"] < 0.3
     if "--no-sim" not in sys.argv:
         print()
         title, bus_rows = sim_bus_rows()

@@ -28,8 +28,8 @@ def _bool(errs, obj, key, path, default=None):
 
 def _obj(errs, obj, key, path, required=True):
     v = obj.get(key) if isinstance(obj, dict) else None
-    if v is None and not required:
-        return {}
+    if v is None and not required and not (isinstance(obj, dict) and key in obj):
+        return {}  # absent (null is not absent: it is not an object)
     if not isinstance(v, dict):
         errs.append("%s: must be an object" % path)
         return {}
@@ -41,7 +41,7 @@ def validate(cfg, board_name=None):
     errs = []
     if not isinstance(cfg, dict):
         return ["(top level): must be a JSON object"]
-    if cfg.get("version") != 1:
+    if cfg.get("version") != 1 or cfg.get("version") is True:  # True == 1 in Python
         errs.append("version: must be 1")
     app = cfg.get("app")
     if app not in APPS:

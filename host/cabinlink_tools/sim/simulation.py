@@ -154,6 +154,7 @@ class Simulation:
         self._peers: list[can.BusABC] = []
         self.bus_address = ""
         self.ble: Any = None
+        self._vboards: list[Any] = []
 
     def start(self) -> Simulation:
         from .ble import BleWorld
@@ -169,6 +170,8 @@ class Simulation:
     def stop(self) -> None:
         for a in self.accessories:
             a.process.stop()
+        for vb in self._vboards:
+            vb.close()
         for p in self._peers:
             p.shutdown()
         self.server.stop()
@@ -226,6 +229,44 @@ class Simulation:
         if start:
             proc.start()
         return acc
+
+    def add_virtual_board(self, board: str, app: str, name: str | None = None,
+                          micropython: str | None = None,
+                          heapsize: str = "2M") -> tuple[Any, SimBoard, boards.Devices]:
+        """A :class:`~.virtual_board.VirtualBoard` (the unix port on a pty, for the host
+        tools) that is also a board of this world: ``boards/<board>.json`` wired for ``app``,
+        its CAN controller on this bus, the simulated platform modules first on its path.
+        Its filesystem starts empty, like a freshly flashed board: ``cabinlink deploy`` and
+        ``cabinlink config`` fill it, and after a reset the firmware runs here. Returns the
+        started board, its world model and its devices; closed by :meth:`stop`."""
+        from .runner import PLATFORM, SIM
+        from .virtual_board import VirtualBoard
+        from .world import WDT_RESET
+
+        name = name or f"vboard{len(self._vboards) + 1}"
+        sb, dev = boards.build(self.world, board, app, name, unique_id_for(name), self.cabin,
+                               self.clock, self._can_attach)
+        path = [PLATFORM]
+        if sb.can_addr:  # an on-chip controller: the platform's bus client, alone on the path
+            wire = self.fs_root / f".{name}-canwire"
+            wire.mkdir(parents=True, exist_ok=True)
+            (wire / "canwire.py").write_bytes((SIM / "canwire.py").read_bytes())
+            path.append(wire)
+        vb = VirtualBoard(root=self.fs_root / name, micropython=micropython, extra_path=path,
+                          heapsize=heapsize, env={"CABINLINK_WORLD": self.world.address,
+                                                  "CABINLINK_BOARD": name}, chip=sb.chip)
+
+        def on_reset(b: SimBoard, cause: int) -> None:  # the world's side of a reset
+            b.reset_cause = cause
+            b.wdt_timeout_ms = None
+            b.timers.clear()
+            if cause == WDT_RESET:  # a firmware reset ends its own process; a watchdog not
+                vb.reset(wait=False)
+
+        sb.on_reset = on_reset
+        vb.start()
+        self._vboards.append(vb)
+        return vb, sb, dev
 
     def can_peer(self, **kw: Any) -> can.BusABC:
         """A python-can bus on the simulated bus (the car, can-isotp, canopen, ...)."""
