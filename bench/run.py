@@ -7,9 +7,11 @@
 3. The simulated CAN bus: frames per wall-clock second it sustains, beside a real bus.
 4. Simulated boards: the largest fleet per runtime that keeps real time, and start-up time.
 5. Firmware: live heap per app, .mpy size, CPU per received CAN frame (bench/firmware_bench.py).
-   (``--no-sim`` skips 3 to 5.)
+   (``--no-sim`` skips 3 to 5 and 7.)
 6. Deploy of the firmware to a virtual board, first and unchanged; ``cabinlink --help``
    start-up (bench/deploy_bench.py).
+7. Issue 6: plug-in to bound (1 and 16 accessories), bus load of 16 at 1 Hz, 64 KiB over
+   ISO-TP vs CANopen SDO block transfer (bench/issue6_bench.py, docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -153,6 +155,13 @@ def deploy_rows() -> tuple[list[list[str]], dict[str, float]]:
     return rows, r["startup"]
 
 
+def issue6_tables() -> list[tuple[str, list[str], list[list[str]]]]:
+    sys.path.insert(0, str(ROOT / "bench"))
+    import issue6_bench
+
+    return issue6_bench.tables(issue6_bench.run_all())
+
+
 def main() -> int:
     print(table("Encode+decode of REPORT [10, 1, 0, 2150], µs per round trip (best of 5 x 20000)",
                 ["runtime", "CabinLink CBOR", "built-in json", "ratio", "CBOR heap B", "json heap B"],
@@ -194,6 +203,9 @@ def main() -> int:
                     "(goal <= 2 ms; simulated in real time, host scheduling and simulated SPI included)",
                     ["board", "runtime", "bus load", "median ms", "p95 ms", "max ms", "goal met (median)"],
                     latency_rows()))
+        for title, header, rows6 in issue6_tables():
+            print()
+            print(table(title, header, rows6))
     return 0 if ok else 1
 
 

@@ -1,0 +1,66 @@
+"""Smoke tests of the issue 6 benchmarks (bench/issue6_bench.py) at reduced size: the
+measurement machinery runs end to end and its numbers are internally consistent. No
+performance assertion: the host is shared and has 2 cores; the figures live in `make bench`."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+import issue6_bench as b  # noqa: E402
+
+from cabinlink import registry as reg  # noqa: E402
+
+
+def test_plug_in_two_controllers_powered_together() -> None:
+    r = b.plug_in(2, "micropython", "controller")
+    assert r["all_bound"] and r["bound"] == 2, r
+    for p in r["per"]:
+        assert p["phase"] == "bound"
+        # Claims follow the power-on; the first heartbeat comes after the settle time
+        # (a little less than 250 ms between frame ends can show: the firmware starts the
+        # settle when its controller accepts the claim, and the claim may wait to be sent).
+        assert 0 <= p["on_to_claim_ms"] < p["on_to_ready_ms"] < p["on_to_desc_ms"] < p["on_to_bound_ms"]
+        assert 235 <= p["claim_to_ready_ms"] < 2000, p
+        # device_info health + mode, buttons' reportable attribute, the encoder's position
+        assert p["subscriptions"] == 4 and p["refused"] == 0
+        assert p["desc_bytes"] > 100
+    assert r["bound_max_ms"] >= r["bound_median_ms"] > 250
+    assert r["frames_until_bound"] > 2 * (3 + 2 + 4 * 6)  # claims, hb, HELLO, DESCRIBE, SUBSCRIBEs
+    assert 0 < r["bus_load_until_bound"] < 1
+
+
+def test_plans_follow_the_registry() -> None:
+    desc = {7: [{0: reg.CAP_DEVICE_INFO, 2: list(range(14))},
+                {0: reg.CAP_TEMPERATURE, 2: [0, 1, 2, 3]},
+                {0: reg.CAP_LEDS, 2: [0, 1]}]}
+    assert b.plan_all_reportable(desc) == [(0, 8), (0, 9), (1, 0), (1, 1)]
+    assert b.plan_temperature(desc) == [(1, reg.ATTR_TEMPERATURE_VALUE)]
+    assert b.plan_temperature({7: []}) == []
+
+
+def test_bus_load_two_accessories_at_1hz() -> None:
+    r = b.bus_load(2, "micropython", "ambient", window_s=2.0)
+    assert r["all_bound"] and r["subscriptions"] == 2, r
+    k = r["fps_by_kind"]
+    assert 2.0 <= k["heartbeat"] <= 4.0  # two accessories and the car, once a second
+    assert 1.0 <= k["report"] <= 3.0  # one REPORT per accessory per second
+    assert 0 < r["load"] < 0.05
+    # SimBus.load() agrees with the frames the listener saw, and with spec 7.8's arithmetic
+    assert abs(r["load"] - r["busy_load"]) < 0.002
+    assert 0.5 < r["load"] / r["spec_load"] < 2.0
+
+
+def test_bulk_transfers_4k() -> None:
+    r = b.bulk(4096)
+    c29, c11 = r["ceiling"], r["ceiling_11bit"]
+    assert 3500 < c29["frames_per_s"] < 3800 and c11["frames_per_s"] > c29["frames_per_s"]
+    for name, x in (("isotp", r["isotp"]), ("sdo_block", r["sdo_block"])):
+        assert x["ok"], name
+        assert x["frames"] >= 4096 / 7, name
+        assert 0.1 < x["of_ceiling"] <= 1.2 and 0.1 < x["of_own_ceiling"] <= 1.0, (name, x)
+        assert 0 < x["bus_busy"] <= 1.0
+    assert r["isotp"]["messages"] == 2  # 4095 + 1 bytes: ISO-TP's 12-bit FF_DL
+    assert 130 < r["isotp"]["mean_frame_bits"] < 145 and 105 < r["sdo_block"]["mean_frame_bits"] < 125
