@@ -56,9 +56,9 @@ def test_bus_off_mid_report_then_reports_resume(sim: Simulation, board: str, run
     car.pump(HOLD_S)
     sim.bus.clear_injections()
     released = time.monotonic()
-    # nothing got through while the fault lasted (one report may have been on the wire when
-    # it struck)
-    assert sum(1 for t in reports if start + 0.1 < t < released) == 0, reports
+    # nothing got through while the fault lasted (the car handles a frame a little after it
+    # crossed the bus, and one report may have been on the wire when the fault struck)
+    assert sum(1 for t in reports if start + 0.5 < t < released) == 0, reports
     chip = acc.devices.can  # the MCP2515 model; None for the on-chip controller
     node = chip.node if chip is not None else sim.bus.find("amb")
     assert node is not None and node.n_busoff >= 1
