@@ -202,7 +202,7 @@ _COMMENT_PATTERN = ("Pattern message: matches {what} whatever the addresses. Loa
                     "matches J1939 PGNs. ")
 
 
-def _messages(prio_pf: str, frame_id: int, name: str, comment: str, *, senders: list[str],
+def _message(prio_pf: str, frame_id: int, name: str, comment: str, *, senders: list[str],
               length: int = 8, cycle_ms: int | None = None, j1939: bool) -> Message:
     return Message(frame_id=frame_id, name=name, length=length, signals=_LAYOUTS[prio_pf](),
                    comment=comment, senders=senders, cycle_time=cycle_ms, is_extended_frame=True,
@@ -241,26 +241,26 @@ def build_database(addresses: Sequence[int] = (), car: int = CAR_ADDRESS) -> Dat
     if pattern:
         c = car
         msgs += [
-            _messages("claim", can_id(PRIO_NORMAL, PF_CLAIM, GLOBAL, c), "CL_AddressClaim",
+            _message("claim", can_id(PRIO_NORMAL, PF_CLAIM, GLOBAL, c), "CL_AddressClaim",
                       _COMMENT_PATTERN.format(what="0x18EEFFxx") + "Address Claimed (PGN 0xEE00) from "
                       "source address xx (0x80-0xF7 accessories, 0x00-0x0F cars), or Cannot Claim from "
                       "0xFE; data: the sender's J1939 NAME (spec 7.3).", senders=["Car", "Accessory"],
                       j1939=True),
-            _messages("request", can_id(PRIO_NORMAL, PF_REQUEST, GLOBAL, c), "CL_Request",
+            _message("request", can_id(PRIO_NORMAL, PF_REQUEST, GLOBAL, c), "CL_Request",
                       _COMMENT_PATTERN.format(what="0x18EAddss") + "Request (PGN 0xEA00) to dd "
                       "(0xFF: all) from ss; 3 bytes (spec 7.3).", senders=["Car", "Accessory"],
                       length=3, j1939=True),
-            _messages("heartbeat", can_id(PRIO_NORMAL, PF_ISOTP_FUNC, GLOBAL, c), "CL_Heartbeat",
+            _message("heartbeat", can_id(PRIO_NORMAL, PF_ISOTP_FUNC, GLOBAL, c), "CL_Heartbeat",
                       _COMMENT_PATTERN.format(what="0x18DBFFxx") + "HEARTBEAT of node xx, once a "
                       "second: an ISO-TP single frame on the functional id with the CBOR "
                       "[1, uptime, health, mode], padded with 0xCC (spec 5.10, 7.6).",
                       senders=["Car", "Accessory"], cycle_ms=1000, j1939=True),
-            _messages("isotp", can_id(PRIO_NORMAL, PF_ISOTP_PHYS, c, c), "CL_IsoTp",
+            _message("isotp", can_id(PRIO_NORMAL, PF_ISOTP_PHYS, c, c), "CL_IsoTp",
                       _COMMENT_PATTERN.format(what="0x18DAttss") + "ISO-TP frame from ss to tt "
                       "carrying one CBOR message (any type but EVENT); FC frames travel the other "
                       "way on 0x18DAsstt. Multi-frame messages need reassembly, which a DBC "
                       "cannot describe (spec 7.4).", senders=["Car", "Accessory"], j1939=True),
-            _messages("event", can_id(PRIO_EVENT, PF_ISOTP_PHYS, c, c), "CL_IsoTpEvent",
+            _message("event", can_id(PRIO_EVENT, PF_ISOTP_PHYS, c, c), "CL_IsoTpEvent",
                       _COMMENT_PATTERN.format(what="0x0CDAttss") + "Priority-3 ISO-TP frame: EVENT "
                       "messages from accessory ss to car tt, and the car's FC frames for them on "
                       "0x0CDAsstt (spec 7.5). Tools that match by PGN only cannot tell it from "
@@ -270,37 +270,37 @@ def build_database(addresses: Sequence[int] = (), car: int = CAR_ADDRESS) -> Dat
     else:
         c = car
         msgs += [
-            _messages("claim", can_id(PRIO_NORMAL, PF_CLAIM, GLOBAL, c), f"CL_Claim_{c:02X}",
+            _message("claim", can_id(PRIO_NORMAL, PF_CLAIM, GLOBAL, c), f"CL_Claim_{c:02X}",
                       f"Address Claimed by the car at 0x{c:02X}.", senders=["Car"], j1939=False),
-            _messages("claim", can_id(PRIO_NORMAL, PF_CLAIM, GLOBAL, NULL), "CL_CannotClaim",
+            _message("claim", can_id(PRIO_NORMAL, PF_CLAIM, GLOBAL, NULL), "CL_CannotClaim",
                       "Cannot Claim (source address 0xFE): a node that found no free address.",
                       senders=["Car", "Accessory"], j1939=False),
-            _messages("heartbeat", can_id(PRIO_NORMAL, PF_ISOTP_FUNC, GLOBAL, c), f"CL_Heartbeat_{c:02X}",
+            _message("heartbeat", can_id(PRIO_NORMAL, PF_ISOTP_FUNC, GLOBAL, c), f"CL_Heartbeat_{c:02X}",
                       f"HEARTBEAT of the car at 0x{c:02X}.", senders=["Car"], cycle_ms=1000, j1939=False),
-            _messages("request", can_id(PRIO_NORMAL, PF_REQUEST, GLOBAL, c), f"CL_Request_{c:02X}_FF",
+            _message("request", can_id(PRIO_NORMAL, PF_REQUEST, GLOBAL, c), f"CL_Request_{c:02X}_FF",
                       f"Request for Address Claimed from the car at 0x{c:02X} to all nodes.",
                       senders=["Car"], length=3, j1939=False),
         ]
         for a in sorted(set(addresses)):
             msgs += [
-                _messages("claim", can_id(PRIO_NORMAL, PF_CLAIM, GLOBAL, a), f"CL_Claim_{a:02X}",
+                _message("claim", can_id(PRIO_NORMAL, PF_CLAIM, GLOBAL, a), f"CL_Claim_{a:02X}",
                           f"Address Claimed by the node at 0x{a:02X}.", senders=["Accessory"], j1939=False),
-                _messages("heartbeat", can_id(PRIO_NORMAL, PF_ISOTP_FUNC, GLOBAL, a), f"CL_Heartbeat_{a:02X}",
+                _message("heartbeat", can_id(PRIO_NORMAL, PF_ISOTP_FUNC, GLOBAL, a), f"CL_Heartbeat_{a:02X}",
                           f"HEARTBEAT of the node at 0x{a:02X}.", senders=["Accessory"], cycle_ms=1000,
                           j1939=False),
-                _messages("request", can_id(PRIO_NORMAL, PF_REQUEST, a, c), f"CL_Request_{c:02X}_{a:02X}",
+                _message("request", can_id(PRIO_NORMAL, PF_REQUEST, a, c), f"CL_Request_{c:02X}_{a:02X}",
                           f"Request for Address Claimed from the car to 0x{a:02X}.", senders=["Car"],
                           length=3, j1939=False),
-                _messages("isotp", can_id(PRIO_NORMAL, PF_ISOTP_PHYS, c, a), f"CL_IsoTp_{a:02X}_to_{c:02X}",
+                _message("isotp", can_id(PRIO_NORMAL, PF_ISOTP_PHYS, c, a), f"CL_IsoTp_{a:02X}_to_{c:02X}",
                           f"ISO-TP frames from 0x{a:02X} to the car (RESULTs, REPORTs; the FCs of "
                           "the car's multi-frame requests).", senders=["Accessory"], j1939=False),
-                _messages("isotp", can_id(PRIO_NORMAL, PF_ISOTP_PHYS, a, c), f"CL_IsoTp_{c:02X}_to_{a:02X}",
+                _message("isotp", can_id(PRIO_NORMAL, PF_ISOTP_PHYS, a, c), f"CL_IsoTp_{c:02X}_to_{a:02X}",
                           f"ISO-TP frames from the car to 0x{a:02X} (requests; the FCs of the "
                           "accessory's multi-frame RESULTs).", senders=["Car"], j1939=False),
-                _messages("event", can_id(PRIO_EVENT, PF_ISOTP_PHYS, c, a), f"CL_Event_{a:02X}_to_{c:02X}",
+                _message("event", can_id(PRIO_EVENT, PF_ISOTP_PHYS, c, a), f"CL_Event_{a:02X}_to_{c:02X}",
                           f"Priority-3 ISO-TP frames from 0x{a:02X} to the car: EVENT messages.",
                           senders=["Accessory"], j1939=False),
-                _messages("isotp", can_id(PRIO_EVENT, PF_ISOTP_PHYS, a, c), f"CL_EventFc_{c:02X}_to_{a:02X}",
+                _message("isotp", can_id(PRIO_EVENT, PF_ISOTP_PHYS, a, c), f"CL_EventFc_{c:02X}_to_{a:02X}",
                           f"Priority-3 frames from the car to 0x{a:02X}: FCs of multi-frame EVENTs.",
                           senders=["Car"], j1939=False),
             ]
