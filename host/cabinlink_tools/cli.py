@@ -48,6 +48,12 @@ def _monitor(args: argparse.Namespace) -> int:
     return serial_monitor.run(args)
 
 
+def _car(args: argparse.Namespace) -> int:
+    from .car import cli as car_cli
+
+    return car_cli.run(args)
+
+
 def _flash(args: argparse.Namespace) -> int:
     from . import flasher
 
@@ -104,6 +110,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
 
     add_sim_arguments(s)
     handlers["sim"] = _sim
+
+    from .car import cli as car_cli
+
+    ca = sub.add_parser("car", help=car_cli.HELP)
+    car_cli.add_arguments(ca)
+    handlers["car"] = _car
 
     from .device_args import add_config_arguments, add_deploy_arguments, add_monitor_arguments
 
