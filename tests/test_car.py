@@ -187,6 +187,33 @@ def test_ble_ambient_co2_event_turns_on_fresh_air_and_both_transports_use_can(si
     run(main())
 
 
+def test_a_bumble_stack_over_hci_tcp_finds_a_ble_controller(sim: Simulation) -> None:
+    """The car's own Bumble stack in its own loop, on the simulated radio served as HCI over
+    TCP (what `cabinlink sim --ble` offers to `cabinlink car --ble bumble:tcp-client:...`)."""
+    cfg = default_config(BOARD, "controller", "blectl", ble=True)
+    cfg["links"]["can"]["enabled"] = False
+    ctl = boot(sim, "controller", name="blectl", config=cfg)
+    port = sim.ble.serve_hci()
+
+    async def main() -> None:
+        async with Car(ble=f"bumble:tcp-client:127.0.0.1:{port}") as car:
+            acc = await car.wait_ready("blectl", timeout=40)
+            assert acc.transport == "ble" and acc.address == acc.uid[4:]
+            n = len(car.timeline)
+            await stimulus(ctl.press, 2)
+            await car.wait_for("binding", acc=acc, since=n, match=lambda e: e.data["action"] == "media.previous")
+            assert car.vehicle.track == 12
+            await stimulus(ctl.release, 2)
+            snap = json.loads(json.dumps(car.snapshot()))
+            (a,) = snap["accessories"]
+            assert a["label"] == "blectl" and a["transport"] == "ble" and a["ready"]
+            assert {c["name"] for c in a["description"]["capabilities"]} >= {"buttons", "rotary_encoder"}
+            assert snap["vehicle"]["media.track"] == 12 and snap["car"]["ble"] == "bumble"
+            assert all(json.dumps(e.to_dict()) for e in car.timeline)
+
+    run(main())
+
+
 # --- unplug -> offline within 3 s; re-plug -> back with bindings and subscriptions within 1 s ----
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_unplug_offline_within_3s_and_replug_back_within_1s(sim: Simulation, runtime: str) -> None:

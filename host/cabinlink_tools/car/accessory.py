@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from cabinlink import msg
 
 from .. import catalog
+from .events import jsonable
 from .model import CapabilityInfo, Description, format_value
 
 if TYPE_CHECKING:
@@ -181,7 +182,7 @@ class Accessory:
         for k, v in sorted(self.values.items()):
             vals.append({"slot": k[0], "attr": k[1], "path": self.path(k), "value": v,
                          "text": self.text(k), "t": round(self.value_times.get(k, 0.0), 3)})
-        return {
+        return jsonable({
             "uid": self.uid, "label": self.label, "transport": self.transport,
             "address": (f"0x{self.address:02X}" if isinstance(self.address, int) else self.address),
             "name": None if self.name is None else f"{self.name:016X}",
@@ -191,7 +192,7 @@ class Accessory:
             "restarts": self.restarts,
             "description": None if self.description is None else self.description.to_dict(),
             "values": vals, "subscriptions": self.subscriptions, "bindings": list(self.bindings),
-        }
+        })
 
     def __repr__(self) -> str:
         state = "ready" if self.ready else "online" if self.online else "offline"

@@ -63,9 +63,9 @@ class CarEvent:
     data: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (the data values are plain JSON types)."""
+        """JSON-ready: byte strings become hex text, tuples lists."""
         return {"t": round(self.t, 3), "kind": self.kind, "acc": self.acc, "who": self.who,
-                "text": self.text, "data": self.data}
+                "text": self.text, "data": jsonable(self.data)}
 
     def line(self) -> str:
         """The timeline line: ``   12.345  ctl1          buttons.press 0 -> ...``."""
@@ -73,6 +73,18 @@ class CarEvent:
 
 
 Callback = Callable[[CarEvent], None]
+
+
+def jsonable(x: Any) -> Any:
+    """``x`` with bytes as hex text and tuples as lists (json.dumps takes the result)."""
+    if isinstance(x, (bytes, bytearray, memoryview)):
+        return bytes(x).hex()
+    if isinstance(x, dict):
+        return {k if isinstance(k, (str, int, float, bool)) or k is None else str(k): jsonable(v)
+                for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    return x
 
 
 class EventHub:

@@ -37,6 +37,7 @@ import dataclasses
 import json
 import logging
 import queue
+import socket
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -359,6 +360,7 @@ class BleWorld:
         self.radios: dict[str, _Radio] = {}
         self.centrals: list[BleCentral] = []
         self._closed = False
+        self._hci_servers: list[Any] = []
         self._rid = 0
         self._replies: dict[int, asyncio.Future[Any]] = {}
         self.loop.call_soon_threadsafe(lambda: self.loop.create_task(self._watch_owners()))
@@ -404,6 +406,11 @@ class BleWorld:
         self._closed = True
 
         async def shutdown() -> None:
+            for t in self._hci_servers:
+                try:
+                    await t.close()
+                except Exception:  # noqa: BLE001 - closing anyway
+                    pass
             for r in list(self.radios.values()):
                 await self._power_off(r, HCI_REMOTE_POWER_OFF)
             tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
@@ -437,6 +444,28 @@ class BleWorld:
 
     def radio(self, board: SimBoard | str) -> _Radio | None:
         return self.radios.get(board if isinstance(board, str) else board.name)
+
+    def serve_hci(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """A virtual controller on this radio, served as HCI over TCP (H4 packets), for a
+        host stack in another process: ``Bumble`` with the transport
+        ``tcp-client:127.0.0.1:PORT`` (``cabinlink car --ble bumble:tcp-client:...``). One
+        client at a time; returns the port. Closed with the world."""
+        from bumble.transport.tcp_server import open_tcp_server_transport_with_socket
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        bound = int(sock.getsockname()[1])
+
+        async def go() -> None:
+            transport = await open_tcp_server_transport_with_socket(sock)
+            ctl = _SimController(f"ctl-hci-{bound}", self.link)
+            transport.source.set_packet_sink(ctl)
+            ctl.host = transport.sink
+            self._hci_servers.append(transport)
+
+        self.run(go())
+        return bound
 
     # --- helpers ------------------------------------------------------------------------
     def _radio(self, board: SimBoard) -> _Radio:

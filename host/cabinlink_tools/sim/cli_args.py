@@ -20,3 +20,7 @@ def add_sim_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
     p.add_argument("--log", type=Path, default=None, help="also write every frame to this candump file")
     p.add_argument("--stats-every", type=float, default=5.0, help="seconds between bus load lines")
+    p.add_argument("--ble", action="store_true",
+                   help="the accessories also advertise over BLE, and the simulated radio is served "
+                        "as HCI over TCP for a host in another process (cabinlink car --ble "
+                        "bumble:tcp-client:127.0.0.1:PORT)")

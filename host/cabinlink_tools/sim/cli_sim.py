@@ -13,7 +13,7 @@ from typing import TextIO
 
 from ..monitor import BusDecoder
 from . import boards
-from .simulation import Simulation
+from .simulation import Simulation, default_config
 
 
 def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
@@ -32,7 +32,15 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     with Simulation(log_path=args.log) as sim:
         say("sim", f"bus {sim.bus_address}, {sim.bus.bitrate // 1000} kbit/s; "
                    f"board {args.board}; firmware under {args.runtime}")
-        accs = [sim.add(args.board, app, args.runtime) for app in apps]
+        ble = getattr(args, "ble", False)
+        names = [f"{app}{i + 1}" for i, app in enumerate(apps)]
+        accs = [sim.add(args.board, app, args.runtime, name=n,
+                        config=default_config(args.board, app, n, ble=True) if ble else None)
+                for app, n in zip(apps, names)]
+        if ble:
+            port = sim.ble.serve_hci()
+            say("sim", f"BLE radio: HCI over TCP on 127.0.0.1:{port} "
+                       f"(cabinlink car --ble bumble:tcp-client:127.0.0.1:{port})")
         for a in accs:
             say("sim", f"{a.name}: {a.app} on {args.board}, unique id {a.board.unique_id.hex()}")
         peer = sim.can_peer()
