@@ -262,6 +262,28 @@ def test_unplug_offline_within_3s_and_replug_back_within_1s(sim: Simulation, run
     run(main())
 
 
+def test_a_quick_power_cycle_is_a_restart_and_the_session_comes_back(sim: Simulation) -> None:
+    """Power off and on within the 3 s: never offline, but the Address Claimed at its own
+    address says it restarted (M-7.3-7), so the car says HELLO again, re-reads DESCRIBE and
+    re-subscribes (M-5.3-8, M-6.6-4); without that new session no event would reach it."""
+    ctl = boot(sim, "controller", "micropython", "ctl")
+
+    async def main() -> None:
+        async with Car(can=f"cabinlink:{sim.bus_address}") as car:
+            acc = await car.wait_ready("ctl", timeout=30)
+            n = len(car.timeline)
+            await stimulus(ctl.cut_power, 0.2)
+            await car.wait_for("ready", acc=acc, since=n, timeout=30)
+            kinds = [e.kind for e in car.timeline[n:] if e.acc == acc.uid and e.kind not in ("value", "request")]
+            assert kinds == ["restarted", "described", "ready"], kinds
+            assert acc.restarts == 1 and acc.online
+            m = len(car.timeline)
+            await stimulus(ctl.press, 1)
+            await car.wait_for("binding", acc=acc, since=m, match=lambda e: e.data["action"] == "media.next")
+
+    run(main())
+
+
 # --- an address change is tracked by NAME (M-7.3-7) -----------------------------------------------
 def test_address_change_is_tracked_by_name(sim: Simulation) -> None:
     ctl = boot(sim, "controller", name="ctl")
@@ -537,3 +559,112 @@ def test_vehicle_media_climate_and_the_cabin_coupling(sim: Simulation) -> None:
     v.set_fresh_air(True)
     assert not sim.cabin.fresh_air
     assert v.snapshot()["media.volume"] == 0 and v.snapshot()["moving"] is False
+
+
+# --- the engine alone, on a manual clock: the car-side MUSTs, exactly --------------------------------
+class _FakeClaim:
+    ready = True
+
+    def request_claims(self, da: int = 0xFF) -> bool:
+        return True
+
+
+class _FakeLink:
+    """What the engine needs of a CanLink; records the messages the car sends."""
+
+    def __init__(self) -> None:
+        self.claim = _FakeClaim()
+        self.channels: dict[int, Any] = {}
+        self.sent: list[tuple[int, list[Any]]] = []
+
+    def send(self, peer: int, data: bytes, urgent: bool = False) -> bool:
+        from cabinlink.codec import decode
+
+        self.sent.append((peer, decode(data)))
+        return True
+
+
+def test_engine_car_side_rules_on_a_manual_clock() -> None:
+    from cabinlink import msg
+    from cabinlink.clock import ManualClock
+    from cabinlink.codec import encode
+    from cabinlink_tools.car.engine import Engine
+
+    clock = ManualClock()
+    events: list[tuple[str, str]] = []
+    eng = Engine(clock, lambda kind, acc, text, data: events.append((kind, text)))
+    from cabinlink_tools.car.bindings import BindingRunner
+
+    eng.planner = BindingRunner(load_bindings(), Vehicle(), eng.request, lambda *a, **k: None,
+                                lambda: list(eng.accessories.values()))
+    link = _FakeLink()
+    side = eng.add_can(link)
+    name = claim.make_name(0x1234, 0xC2)
+    eng.can_claim(side, 0x85, name)
+    acc = eng.accessories[f"can:{name:016X}"]
+
+    def hear(m: list[Any]) -> None:
+        eng.can_receive(side, 0x85, encode(m))
+
+    def last() -> list[Any]:
+        return link.sent[-1][1]
+
+    hear(msg.heartbeat(65534))
+    assert acc.online and last()[:1] == [msg.HELLO]  # HELLO first (M-5.3-8)
+    tid = last()[1]
+    hear(msg.result(tid + 7, msg.OK, [0, 1, 2]))  # no such request: ignored (M-5.2-4)
+    assert len(link.sent) == 1
+    hear(msg.result(tid, msg.OK, [0, 1, 2]))
+    assert last() == [msg.DESCRIBE, tid + 1]
+    desc = {msg.D_VERSION: [0, 1], msg.D_CLASS: 2, msg.D_VENDOR: "V", msg.D_PRODUCT: "P",
+            msg.D_SERIAL: "S1", msg.D_CAPS: [
+                {msg.C_ID: 1, msg.C_INSTANCE: 0, msg.C_ATTRS: [0, 1, 2, 8, 9]},
+                {msg.C_ID: 0x7777, msg.C_INSTANCE: 0, msg.C_ATTRS: [0]},  # unknown: slot kept
+                {msg.C_ID: 0x0102, msg.C_INSTANCE: 0, msg.C_ATTRS: [0, 1, 7, 23], 99: "new key"}],
+            msg.D_MAX_RX: 512, 42: "unknown key"}
+    hear(msg.result(last()[1], msg.OK, desc))
+    assert acc.description is not None and acc.description.capabilities[1].name is None
+    assert acc.description.capabilities[2].attributes == (0, 1, 7)  # attr 23 unknown (M-3.6-4)
+    subs = []
+    while last()[0] == msg.SUBSCRIBE:
+        subs.append(tuple(last()[2:4]))
+        hear(msg.result(last()[1], msg.OK, last()[4:6]))
+        if acc.ready:
+            break
+    assert sorted(subs) == [(2, 0), (2, 1), (2, 7)] and acc.ready  # CAN: no device_info subs
+    n = len(events)
+    hear(msg.report(1, 0, 5))  # the unknown capability's slot
+    hear(msg.report(9, 0, 5))  # no such slot
+    hear(msg.report(2, 23, 5))  # unknown attribute
+    hear([msg.REPORT, 2])  # too short
+    eng.can_receive(side, 0x85, b"\xff\x00")  # not CBOR
+    assert events[n:] == [] and eng.malformed == 2
+    hear(msg.report(2, 0, 1250))
+    assert events[-1] == ("value", "co2.value = 1250 ppm")
+
+    clock.advance(1000)
+    eng.poll()
+    hear(msg.heartbeat(65535))
+    clock.advance(1000)
+    eng.poll()
+    hear(msg.heartbeat(0))  # the uptime wrapped: no restart
+    assert acc.restarts == 0 and acc.ready
+    clock.advance(1000)
+    eng.poll()
+    hear(msg.heartbeat(1))
+    clock.advance(3000)
+    eng.poll()
+    assert acc.online, "offline after exactly 3000 ms: only after MORE than 3000 (M-7.6-3)"
+    clock.advance(1)
+    eng.poll()
+    assert not acc.online and not acc.ready and events[-1] == ("offline", "offline: no frame for 3 s")
+    sent = len(link.sent)
+    hear(msg.heartbeat(5))  # back, uptime went on from 1: the same boot, no DESCRIBE needed
+    assert acc.online and acc.restarts == 0 and last()[0] == msg.HELLO and len(link.sent) == sent + 1
+    hear(msg.result(last()[1], msg.OK, [0, 1, 2]))
+    assert last()[0] == msg.SUBSCRIBE  # straight to the subscriptions
+    hear(msg.heartbeat(0))  # uptime 5 s backwards: restarted -> HELLO, then DESCRIBE again
+    assert acc.restarts == 1 and ("restarted", "restarted: its uptime went backwards") in events
+    assert last()[0] == msg.HELLO
+    hear(msg.result(last()[1], msg.OK, [0, 1, 2]))
+    assert last()[0] == msg.DESCRIBE

@@ -108,6 +108,7 @@ class Accessory:
         self._last_heard: int | None = None
         self._uptime_at: int | None = None
         self._await_heartbeat = False
+        self._restart_seen = False
         self._need_describe = True
         self._bringup_retry_at: int | None = None
         self._link: Any = None  # BLE: the connection's link; CAN: the bus side

@@ -108,6 +108,7 @@ class CarController(PythonCanController):
         self.spec = spec
         self.recorder = record
         self.meter = BusMeter(bitrate)
+        self.on_rx: Callable[[int, bytes], None] | None = None  # every frame received
 
     def send(self, can_id: int, data: bytes | bytearray | memoryview, flags: int = 0) -> int | None:
         r = super().send(can_id, data, flags)
@@ -126,6 +127,8 @@ class CarController(PythonCanController):
             self.meter.count(r[0], data, ext)
             if self.recorder is not None:
                 self.recorder.frame(r[0], data, ext)
+            if self.on_rx is not None and ext:
+                self.on_rx(r[0], data)
         return r
 
 
@@ -152,6 +155,11 @@ def read_candump(path: str | Path) -> Iterator[LoggedFrame]:
         raise ValueError(f"{p}: not a candump -L log ({e})") from e
     finally:
         reader.stop()
+
+
+def is_claim_request(can_id: int, data: bytes) -> bool:
+    """A Request (PGN 0xEA00) for Address Claimed (data ``00 EE 00``), spec 7.3."""
+    return (can_id >> 16) & 0xFF == 0xEA and len(data) >= 3 and bytes(data[:3]) == b"\x00\xee\x00"
 
 
 class _Discard:
@@ -215,7 +223,7 @@ class Sniffer:
             self.engine.can_claim(self.side, sa, name)
             return
         if pf == 0xEA:
-            if sa == self.car and len(data) >= 3 and bytes(data[:3]) == b"\x00\xee\x00":
+            if is_claim_request(can_id, data):
                 self.engine.claims_requested(self.side)
             return
         if (can_id >> 24) & 3 or self.car is None:

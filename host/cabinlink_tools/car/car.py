@@ -48,7 +48,8 @@ from ..sim.vehicle import Vehicle
 from .accessory import Accessory, RequestFailed
 from .ble import BleAdvert, BleTransport, CarBleLink, open_ble
 from .bindings import Bindings, BindingRunner, load_bindings
-from .can import BusMeter, CandumpRecorder, CarController, Sniffer, open_can, read_candump
+from .can import (BusMeter, CandumpRecorder, CarController, Sniffer, is_claim_request, open_can,
+                  read_candump)
 from .engine import CanSide, Engine
 from .events import CarEvent, EventHub
 
@@ -160,6 +161,12 @@ class Car:
             ctl = CarController(spec, repr(spec), record=self.recorder)
         self.controllers.append(ctl)
         side = self.engine.add_can(None)
+
+        def rx(can_id: int, data: bytes, side: CanSide = side) -> None:
+            if is_claim_request(can_id, data):  # another node asked: answers follow
+                self.engine.claims_requested(side)
+
+        ctl.on_rx = rx
         link = CanLink(ctl, side, self.clock, self.name, self.address, pool=(0x00, 0x0F),
                        rx_max=4095, on_peer=side.on_peer)  # M-7.4-9: a car receives 4095
         side.link = link

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 OFFLINE_MS = 3000  # spec 7.6: offline after more than 3000 ms without a message
 REQUEST_TIMEOUT_MS = 2000  # spec 5.2 (SHOULD)
-CLAIM_ANSWER_MS = 500  # claims this soon after our Request for Address Claimed are answers
+CLAIM_ANSWER_MS = 250  # claims this soon after a Request for Address Claimed are answers
 UNKNOWN_CLAIM_EVERY_MS = 1000  # at most one Request per unknown address per second
 RETRY_MS = 500  # a failed bring-up starts again after this
 SILENT_GRACE_MS = 3000  # a subscription silent past max_s + this is lost
@@ -202,7 +202,10 @@ class Engine:
         return side
 
     def claims_requested(self, side: CanSide) -> None:
-        """The car sent a Request for Address Claimed: the claims that follow are answers."""
+        """A Request for Address Claimed went over the bus (the car's, or another node's):
+        the claims that follow at once are answers, not restarts. Nodes answer at once
+        (J1939-81), so the window is short: a restart inside it is caught later by the
+        heartbeat uptime."""
         side.claims_requested_at = self.now()
 
     def request_claims(self, side: CanSide, da: int = claim.GLOBAL) -> None:
@@ -316,6 +319,7 @@ class Engine:
 
     def ble_disconnected(self, acc: Accessory) -> None:
         acc._link = None
+        acc._need_describe = True  # no heartbeat over BLE: it may restart unseen (5.3)
         if acc.online:
             self._went_offline(acc, "disconnected")
 
@@ -358,27 +362,28 @@ class Engine:
         acc.health = m[2] if len(m) > 2 and isinstance(m[2], int) else None
         acc.mode = m[3] if len(m) > 3 and isinstance(m[3], int) else None
         now = self.now()
-        restarted = False
+        back = False  # uptime went backwards, other than by its wrap (5.10)
         if up is not None and acc.uptime_s is not None and acc._uptime_at is not None:
             expected = acc.uptime_s + self.clock.ticks_diff(now, acc._uptime_at) // 1000
-            lag = (expected - up) % 65536  # uptime wraps at 65536 s (5.10)
-            restarted = UPTIME_SLACK_S < lag < 65536 - UPTIME_SLACK_S
+            behind = (expected - up + 32768) % 65536 - 32768  # signed, modulo the wrap
+            back = behind > UPTIME_SLACK_S
         if up is not None:
             acc.uptime_s, acc._uptime_at = up, now
-        if not acc.online:
-            if restarted and not acc._need_describe:
+        if acc._await_heartbeat:  # after its claim: the settle time is over now
+            acc._await_heartbeat = False
+            if not acc.online:
+                self._went_online(acc, restarted=acc._restart_seen)
+            self._bring_up(acc)
+        elif not acc.online:
+            if back and not acc._need_describe:
                 acc._need_describe = True
                 acc.restarts += 1
-            self._went_online(acc, restarted=restarted)
-            acc._await_heartbeat = False
+            self._went_online(acc, restarted=back)
             self._bring_up(acc)
-        elif restarted:
+        elif back:
             self._restarted(acc, "its uptime went backwards")
-            acc._await_heartbeat = False
             self._bring_up(acc)
-        elif acc._await_heartbeat:
-            acc._await_heartbeat = False
-            self._bring_up(acc)
+        acc._restart_seen = False
 
     def _result(self, acc: Accessory, m: list[Any]) -> None:
         if len(m) < 3 or not isinstance(m[1], int):
@@ -456,6 +461,7 @@ class Engine:
 
     def _restarted(self, acc: Accessory, why: str) -> None:
         acc.restarts += 1
+        acc._restart_seen = True
         acc._need_describe = True
         acc.ready = False
         acc._session.greeted = False
