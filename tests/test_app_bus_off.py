@@ -1,6 +1,6 @@
 """Bus-off in the middle of a subscription (issue 4 acceptance, spec 7.7), end to end: the
 ambient accessory on the simulated bus reports its temperature every second; its CAN
-transmissions then fail for two seconds (its frames destroyed by error frames, as on a
+transmissions then fail for one second (its frames destroyed by error frames, as on a
 shorted bus), which drives it to bus-off again and again, and
 afterwards the same subscription must report again, from the same address, in the same boot,
 with the episode in the device log and the restarts backed off rather than looped.
@@ -25,7 +25,7 @@ from carhelper import SimCar
 
 TEMP, VALUE = 1, 0  # the ambient app's slot order: device_info, temperature, ...
 INFO = 0
-HOLD_S = 2.0
+HOLD_S = 1.0  # with the back-off the link is off <= 1.5 s: under the 3 s that ends sessions (7.7)
 
 
 @pytest.fixture
@@ -72,6 +72,7 @@ def test_bus_off_mid_report_then_reports_resume(sim: Simulation, board: str, run
     acc.wait_for("can: bus-off", 5)
     if chip is None:
         # machine.CAN stays bus-off until the firmware's restart(); the persisting fault sent it
-        # back each time: with back-off (100 ms doubling) two seconds hold a handful of
-        # restarts, a restart loop hundreds. (An MCP2515 recovers by itself, in hardware.)
-        assert 2 <= node.n_busoff <= 8, node.n_busoff
+        # back each time. With the back-off (100 ms doubling) one second holds a few restarts,
+        # a restart loop hundreds. (An MCP2515 recovers by itself, in hardware; the exact
+        # back-off sequence is checked in tests/mp/test_can_link.py.)
+        assert 1 <= node.n_busoff <= 6, node.n_busoff
