@@ -668,3 +668,21 @@ def test_engine_car_side_rules_on_a_manual_clock() -> None:
     assert last()[0] == msg.HELLO
     hear(msg.result(last()[1], msg.OK, [0, 1, 2]))
     assert last()[0] == msg.DESCRIBE
+
+
+def test_two_cars_on_one_address_the_higher_name_gives_way_on_a_python_can_virtual_bus() -> None:
+    """Any python-can interface works (here `virtual`); a car is not arbitrary address
+    capable, so the one with the higher NAME sends Cannot Claim and stays silent (M-7.3-6)."""
+    channel = f"virtual:car-test-{os.getpid()}"
+
+    async def main() -> None:
+        async with Car(can=channel, identity=1) as a, Car(can=channel, identity=2) as b:
+            await a.wait_for("car", since=0, match=lambda e: e.data.get("what") == "claimed")
+            await b.wait_for("warning", since=0, match=lambda e: "cannot claim" in e.text)
+            assert a.name < b.name and a.name >> 63 == 0
+            assert a.links[0].claim.ready and not b.links[0].claim.ready
+            assert not any(e.kind == "car" and e.data.get("what") == "claimed" for e in b.timeline)
+            await asyncio.sleep(1.2)
+            assert a.bus_stats[0]["frames_per_s"] > 0  # its heartbeats, at least
+
+    run(main())

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from functools import lru_cache
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -76,6 +77,11 @@ class CandumpRecorder:
             self.flush()
 
 
+@lru_cache(maxsize=4096)
+def _bits(can_id: int, extended: bool, data: bytes) -> int:
+    return frame_bits(can_id, extended, data)  # ~30 us; heartbeats and FCs repeat
+
+
 class BusMeter:
     """Frames and bits seen on one bus, for the load (bits from the real frame layout,
     stuffing included)."""
@@ -88,7 +94,7 @@ class BusMeter:
 
     def count(self, can_id: int, data: bytes, extended: bool) -> None:
         self.frames += 1
-        self.bits += frame_bits(can_id, extended, bytes(data))
+        self.bits += _bits(can_id, extended, bytes(data))
 
     def take(self, seconds: float) -> tuple[float, float]:
         """(frames/s, load 0..1) since the previous call, ``seconds`` ago."""

@@ -253,6 +253,8 @@ class Car:
             self._t_stats = now
 
     def _bus_stats(self, dt: float) -> None:
+        if self.recorder is not None:
+            self.recorder.flush()  # at most a second of the log is lost if the car dies
         for i, m in enumerate(self.meters):
             fps, load = m.take(dt)
             st = self.bus_stats[i]
@@ -561,4 +563,6 @@ class Replay:
         if t0 is None:
             raise ValueError(f"{self.path}: no frames")
         car.engine.poll()
+        if car._on_vehicle in car.vehicle.listeners:
+            car.vehicle.listeners.remove(car._on_vehicle)
         return car.timeline

@@ -87,8 +87,12 @@ class CapabilityInfo:
             "slot": self.slot, "id": self.id, "instance": self.instance, "name": self.name,
             "path": self.path, "label": self.label,
             "attributes": [_attr_info(self, a) for a in self.attributes],
-            "commands": [{"id": c, "name": self.member_name("commands", c)} for c in self.commands],
-            "events": [{"id": e, "name": self.member_name("events", e)} for e in self.events],
+            "commands": [{"id": c, "name": self.member_name("commands", c),
+                          "args": _fields(self.id, "commands", c, "args"),
+                          "result": _fields(self.id, "commands", c, "result")}
+                         for c in self.commands],
+            "events": [{"id": e, "name": self.member_name("events", e),
+                        "data": _fields(self.id, "events", e, "data")} for e in self.events],
         }
 
 
@@ -104,6 +108,23 @@ def _attr_info(cap: CapabilityInfo, attr: int) -> dict[str, Any]:
     if spec.get("values"):
         out["values"] = {int(v["value"]): v["name"] for v in spec["values"]}
     return out
+
+
+def _fields(cap_id: int, kind: str, member_id: int, key: str) -> list[dict[str, Any]]:
+    """The registry's argument, result or data fields of a member, for a screen's forms:
+    name, type, unit, range, optional, enum value names."""
+    for m in (catalog.capability(cap_id) or {}).get(kind, []):
+        if m["id"] == member_id:
+            out = []
+            for f in m.get(key, []):
+                d = {k: f[k] for k in ("name", "type", "unit", "min", "max", "optional",
+                                         "max_length") if k in f}
+                names = enum_names(cap_id, f)
+                if names:
+                    d["values"] = names
+                out.append(d)
+            return out
+    return []
 
 
 def attr_spec(cap_id: int, attr_id: int) -> dict[str, Any] | None:
