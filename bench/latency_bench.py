@@ -66,7 +66,8 @@ def measure(board: str, runtime: str, presses: int = 25) -> dict[str, Any]:
         acc.wait_for("controller:", 60)
         car = SimCar(sim)
         a = car.find()
-        assert car.ask(a, msg.hello).ok
+        if not car.ask(a, msg.hello, timeout=10).ok:
+            return {"board": board, "runtime": runtime, "error": "no answer to HELLO"}
         ends: list[float] = []
 
         def listen(ev: BusEvent) -> None:
