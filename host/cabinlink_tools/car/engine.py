@@ -245,6 +245,9 @@ class Engine:
             self._by_addr[(side.index, addr)] = acc
             if side.link is not None and isinstance(old, int):
                 _abort_channels(side.link, old)
+            if not acc.online:  # gone, and now back elsewhere: it has been off, a new session
+                acc._need_describe = True
+                acc._await_heartbeat = True
             self._event("moved", acc, f"moved from CAN address 0x{old:02X} to 0x{addr:02X}",
                         old=old, new=addr)
             return
