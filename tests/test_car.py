@@ -691,3 +691,19 @@ def test_two_cars_on_one_address_the_higher_name_gives_way_on_a_python_can_virtu
             assert a.bus_stats[0]["frames_per_s"] > 0  # its heartbeats, at least
 
     run(main())
+
+
+def test_one_car_on_two_buses_claims_on_each() -> None:
+    buses = [f"virtual:car-a-{os.getpid()}", f"virtual:car-b-{os.getpid()}"]
+
+    async def main() -> None:
+        async with Car(can=buses, address=0x03) as car:
+            for i in (0, 1):
+                await car.wait_for("car", since=0, match=lambda e, i=i:
+                                   e.data.get("what") == "claimed" and e.data.get("bus") == i)
+            assert [link.address for link in car.links] == [0x03, 0x03]
+            assert [s["spec"] for s in car.snapshot()["car"]["can"]] == buses
+
+    run(main())
+    with pytest.raises(ValueError, match="0x00..0x0F"):
+        Car(can=buses, address=0x80)
