@@ -29,6 +29,7 @@ _UNITS: dict[str, tuple[int, str]] = {
     "s": (1, " s"),
     "deg": (1, "°"),
 }
+UNITS = _UNITS  # public view for screens: unit name -> (divisor, suffix); do not modify
 
 STATUS_NAMES = {v: k for k, v in vars(msg).items()
                 if k.isupper() and isinstance(v, int) and k in (

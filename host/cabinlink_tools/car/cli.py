@@ -34,6 +34,7 @@ Console commands (--console, one per line on standard input):
 examples:
   cabinlink car --can socketcan:can0 --record drive.log
   cabinlink car --can cabinlink:127.0.0.1:40123 --bindings my.toml --duration 30
+  cabinlink car --can cabinlink:127.0.0.1:40123 --screen 8080   (open http://127.0.0.1:8080/)
   cabinlink car --replay drive.log
   cabinlink car --bindings my.toml --check"""
 
@@ -67,6 +68,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="read commands from standard input (see below)")
     p.add_argument("--check", action="store_true",
                    help="only validate the bindings file and list the bindings, then exit")
+    p.add_argument("--screen", nargs="?", type=int, const=0, default=None, metavar="PORT",
+                   help="serve the car screen (a live web page) on http://127.0.0.1:PORT/ "
+                        "(no PORT: a free one; the address is printed)")
 
 
 class _Printer:
@@ -123,9 +127,9 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         print(f"cabinlink car: {e}", file=err)
         return 2
     if args.replay is not None:
-        if args.can or args.ble or args.record:
-            print("cabinlink car: --replay plays a log; it cannot be combined with --can, --ble "
-                  "or --record", file=err)
+        if args.can or args.ble or args.record or args.screen is not None:
+            print("cabinlink car: --replay plays a log; it cannot be combined with --can, --ble, "
+                  "--record or --screen", file=err)
             return 2
         return asyncio.run(_replay(args, bindings, out))
     if not args.can and not args.ble:
@@ -162,6 +166,19 @@ async def _live(args: argparse.Namespace, bindings: Any, address: int, out: Text
     except (ValueError, OSError, BleUnavailable) as e:
         print(f"cabinlink car: {e}", file=sys.stderr)
         return 1
+    screen = None
+    if getattr(args, "screen", None) is not None:
+        from .screen import CarScreen
+
+        screen = CarScreen(car, port=args.screen)
+        try:
+            out.write(f"car screen: {await screen.start()}\n")
+            out.flush()
+        except OSError as e:
+            print(f"cabinlink car: the car screen cannot listen on port {args.screen}: {e}",
+                  file=sys.stderr)
+            await car.stop()
+            return 1
     stop = asyncio.Event()
     if args.console:
         _start_console(car, stop, out)
@@ -176,6 +193,8 @@ async def _live(args: argparse.Namespace, bindings: Any, address: int, out: Text
     except asyncio.CancelledError:
         pass
     finally:
+        if screen is not None:
+            await screen.stop()
         await car.stop()
         _summary(car, out)
     return 0
