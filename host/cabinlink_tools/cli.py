@@ -12,9 +12,13 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.minimal:
+        from . import demo_minimal
+
+        return demo_minimal.run(speed=args.speed)
     from . import demo
 
-    return demo.run(speed=args.speed)
+    return demo.run(headless=args.headless, speed=args.speed, port=args.port, verbose=args.verbose)
 
 
 def _registry(args: argparse.Namespace) -> int:
@@ -89,11 +93,21 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     handlers: dict[str, Handler] = {}
 
-    d = sub.add_parser("demo", help="run a car and an accessory on a virtual CAN bus and narrate the exchange",
-                       description="Runs the reference exchange (address claim, HELLO, DESCRIBE, SUBSCRIBE, "
-                                   "REPORTs, WRITE, INVOKE, EVENT) on python-can's virtual bus. No hardware.")
+    d = sub.add_parser("demo", help="a scripted drive: three simulated accessories, the reference car, its screen",
+                       description="Starts the simulated world with the three reference accessories running "
+                                   "their real firmware (controller on CAN, ambient on BLE, mount on both), "
+                                   "the reference car with the default bindings and the car screen (its "
+                                   "address is printed), then plays a short drive (doors, ignition, music, "
+                                   "phone clamped, CO2 -> fresh air, knob -> volume, speed -> clamp locked) "
+                                   "with a timeline, and keeps running until Ctrl-C. No hardware.")
+    d.add_argument("--headless", action="store_true",
+                   help="end after the script; exit 0 only when every scripted step was observed (CI)")
     d.add_argument("--speed", type=float, default=1.0, help="time scale of the scripted pauses (default 1.0)")
-    d.add_argument("--headless", action="store_true", help="accepted for CI; the demo always finishes by itself")
+    d.add_argument("--port", type=int, default=0, help="the car screen's port on 127.0.0.1 (default: a free one)")
+    d.add_argument("--verbose", action="store_true", help="every value report in the timeline")
+    d.add_argument("--minimal", action="store_true",
+                   help="instead: the protocol core alone, a car and an accessory on python-can's virtual "
+                        "bus (address claim, HELLO, DESCRIBE, SUBSCRIBE, REPORT, WRITE, INVOKE, EVENT)")
     handlers["demo"] = _demo
 
     r = sub.add_parser("registry", help="regenerate (or --check) firmware/lib/cabinlink/registry.py",

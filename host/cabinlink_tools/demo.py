@@ -1,207 +1,282 @@
-"""``cabinlink demo``: a real CabinLink exchange on a virtual CAN bus, printed readably.
+"""``cabinlink demo`` (``make demo``): a short drive with the real firmware, the reference car
+and its screen, on the simulated world. No hardware.
 
-A car (head unit) and an ambient-sensor accessory run the protocol core's ``CanLink`` over
-python-can's virtual bus in one process: address claim, HELLO, DESCRIBE, a subscription
-with reports, a WRITE refused for range, an INVOKE, and an air-quality EVENT. The
-accessory here is built from the core alone with a scripted cabin; the firmware apps and
-the simulated boards replace it later.
+What runs: the simulation (:class:`~.sim.simulation.Simulation`) with the three reference
+accessories, each its real firmware on a simulated ESP32 board: the **controller** on CAN
+only (MicroPython unix port), the **ambient** sensor on BLE only (CPython), the phone
+**mount** on both (CPython; the car uses it over CAN, spec 2.2). The reference car
+(:class:`~.car.car.Car`, default bindings) drives the simulated vehicle, which the cabin
+follows (fresh air really lowers the CO2 the sensor measures), and serves the car screen
+(:class:`~.car.screen.CarScreen`), whose address is printed first.
+
+The scripted drive, each step checked against the car's events:
+
+1. the three accessories are found and ready, each over its transport;
+2. the driver closes the door and switches the ignition on;
+3. a press of the controller's button 0 starts the music (binding ``play/pause``);
+4. a phone goes into the mount and the car clamps it;
+5. four people breathe: the CO2 rises, the ambient raises ``co2.air_quality`` poor, the car
+   switches to fresh air (binding ``stale air: fresh air``);
+6. the knob turns four detents: the volume goes up by four;
+7. the car drives off: the mount is told ``vehicle_moving`` and refuses a release without
+   the driver's confirmation.
+
+Then the demo keeps running (the screen stays live) until Ctrl-C; ``--headless`` ends after
+the script instead. Contract: :func:`run` returns 0 when every step was observed, 1 when one
+was not (a line names it), and prints a timeline: the car's events (:meth:`CarEvent.line`)
+and the script's own ``drive`` lines, in seconds since the car started.
 """
 from __future__ import annotations
 
-import math
-import os
+import asyncio
 import sys
-import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TextIO
 
-import can
-
-from cabinlink import claim, msg
-from cabinlink import registry as reg
-from cabinlink.can_link import CanLink
-from cabinlink.clock import Clock
-from cabinlink.model import Capability, device_info
-from cabinlink.node import Node
-
-from . import catalog
-from .canbus import PythonCanController
-from .car.client import CarClient, Pending
-
-CO2_HIGH = 1000
+BOARD = "esp32-devkitc"
+READY_TIMEOUT_S = 60.0  # boot and bring-up of all three; generous for a loaded machine
+WAIT_S = 20.0  # for one scripted effect to show
+# Value reports shown in the timeline without --verbose: the quantities the story is about.
+STORY_VALUES = frozenset(("co2.value", "co2.level", "clamp.state", "clamp.vehicle_moving",
+                          "phone_presence.present", "rotary_encoder.position"))
 
 
-class DemoAmbient:
-    """An ambient sensor made of core capabilities, fed by a scripted cabin."""
+@dataclass
+class Step:
+    """One scripted step: ``title`` names it in the timeline and in a failure."""
 
-    def __init__(self, clock: Clock, serial: str = "DEMO-0001") -> None:
-        self.clock = clock
-        self.t0 = self.t_step = clock.ticks_ms()
-        self.co2_ppm = 650.0
-        self.identified: list[int] = []
-        self.occupants = 1
-        self.air_poor = False
-        self.device = device_info("CabinLink", "Demo ambient sensor", serial, "0.1.0", "host",
-                                  on_invoke=self._invoke)
-        self.temp = Capability(reg.CAP_TEMPERATURE, values={
-            reg.ATTR_TEMPERATURE_VALUE: 2150, reg.ATTR_TEMPERATURE_STATUS: 0,
-            reg.ATTR_TEMPERATURE_OFFSET: 0})
-        self.co2 = Capability(reg.CAP_CO2, values={reg.ATTR_CO2_VALUE: 650,
-                                                   reg.ATTR_CO2_STATUS: 0},
-                              events=(reg.EV_CO2_AIR_QUALITY,))
-        self.node = Node(clock, reg.CLASS_AMBIENT, [self.device, self.temp, self.co2])
-
-    def _invoke(self, cap: Capability, cmd: int, args: list[Any]) -> Any:
-        if cmd == reg.CMD_DEVICE_INFO_IDENTIFY:
-            self.identified.append(args[0])
-            return msg.OK
-        if cmd == reg.CMD_DEVICE_INFO_READ_LOG:
-            return msg.OK, [0, []]
-        return msg.BUSY  # reboot: not in the demo
-
-    def step(self) -> None:
-        """Advance the cabin: temperature drifts, CO2 follows the occupants."""
-        now = self.clock.ticks_ms()
-        t = self.clock.ticks_diff(now, self.t0) / 1000
-        dt = self.clock.ticks_diff(now, self.t_step) / 1000
-        self.t_step = now
-        raw = 2150 + int(40 * math.sin(t / 1.5))
-        self.temp.set(reg.ATTR_TEMPERATURE_VALUE, raw + self.temp.get(reg.ATTR_TEMPERATURE_OFFSET))
-        # Each occupant adds CO2; ventilation pulls it back towards outside air.
-        self.co2_ppm += dt * (self.occupants * 40 - (self.co2_ppm - 420) * 0.05)
-        co2 = int(self.co2_ppm)
-        self.co2.set(reg.ATTR_CO2_VALUE, min(co2, 5000))
-        if not self.air_poor and co2 >= CO2_HIGH:
-            self.air_poor = True
-            self.co2.emit(reg.EV_CO2_AIR_QUALITY, 1)
+    title: str
+    observed: bool = False
+    why: str = ""
 
 
-class Timeline:
-    def __init__(self, out: TextIO) -> None:
+class Drive:
+    """The scripted drive against a started car (see the module text)."""
+
+    def __init__(self, car: Any, sim: Any, accessories: dict[str, Any], out: TextIO,
+                 speed: float = 1.0) -> None:
+        self.car = car
+        self.sim = sim
+        self.boards = accessories  # "controller" / "ambient" / "mount" -> sim Accessory
         self.out = out
-        self.t0 = time.monotonic()
+        self.speed = speed
+        self.steps: list[Step] = []
+        self.acc: dict[str, Any] = {}  # the car's Accessory objects
 
-    def __call__(self, who: str, text: str) -> None:
-        self.out.write(f"[{time.monotonic() - self.t0:6.3f}] {who:<10} {text}\n")
+    # --- output and time ---------------------------------------------------------------------
+    def say(self, text: str) -> None:
+        self.out.write(f"{self.car.engine.seconds():9.3f}  {'drive':<14} {text}\n")
+        self.out.flush()
+
+    async def pause(self, seconds: float) -> None:
+        await asyncio.sleep(seconds / self.speed)
+
+    async def step(self, title: str, body: Callable[[], Awaitable[None]]) -> None:
+        """Run one step; it is observed when ``body`` returns, missing when it raises."""
+        s = Step(title)
+        self.steps.append(s)
+        self.say(f"▶ {title}")
+        try:
+            await body()
+            s.observed = True
+        except (TimeoutError, asyncio.TimeoutError):
+            s.why = "not seen in time"
+        except AssertionError as e:
+            s.why = str(e) or "an effect differed"
+        except Exception as e:  # noqa: BLE001 - a failed step is reported, the drive goes on
+            s.why = f"{type(e).__name__}: {e}"
+        if not s.observed:
+            self.say(f"✗ {title}: {s.why}")
+
+    async def wait(self, kind: str, since: int, acc: Any = None,
+                   match: Callable[[Any], bool] | None = None, timeout: float = WAIT_S) -> Any:
+        return await self.car.wait_for(kind, acc=acc, since=since, match=match, timeout=timeout)
+
+    # --- the script --------------------------------------------------------------------------
+    async def run(self) -> list[Step]:
+        await self.step("three accessories: controller on CAN, ambient on BLE, mount on both",
+                        self._ready)
+        if len(self.acc) < 3:
+            return self.steps  # nothing to drive with
+        await self.pause(1.0)
+        await self.step("doors close, ignition on", self._doors)
+        await self.pause(1.0)
+        await self.step("button 0 on the controller: music plays", self._play)
+        await self.pause(1.0)
+        await self.step("phone inserted and clamped", self._phone)
+        await self.pause(1.0)
+        await self.step("four people breathe: CO2 rises -> air-quality event -> fresh air",
+                        self._co2)
+        await self.pause(1.0)
+        await self.step("the knob turns 4 detents: volume +4", self._knob)
+        await self.pause(1.0)
+        await self.step("speed rises: clamp locked, release refused without confirmation",
+                        self._speed)
+        return self.steps
+
+    async def _ready(self) -> None:
+        car = self.car
+        for key, transport in (("controller", "can"), ("ambient", "ble"), ("mount", "can")):
+            acc = await car.wait_ready(key, timeout=READY_TIMEOUT_S)
+            assert acc.transport == transport, f"{key} is on {acc.transport}, expected {transport}"
+            self.acc[key] = acc
+
+    async def _doors(self) -> None:
+        v, n = self.car.vehicle, len(self.car.timeline)
+        v.close_door("front_left")
+        await self.pause(0.5)
+        v.set_ignition(True)
+        await self.wait("vehicle", n, match=lambda e: e.data["name"] == "door.front_left"
+                        and e.data["value"] is False)
+        await self.wait("vehicle", n, match=lambda e: e.data["name"] == "ignition"
+                        and e.data["value"] is True)
+
+    async def _play(self) -> None:
+        ctl, n = self.boards["controller"], len(self.car.timeline)
+        await asyncio.to_thread(ctl.press, 0)
+        await asyncio.sleep(0.15)
+        await asyncio.to_thread(ctl.release, 0)
+        await self.wait("binding", n, self.acc["controller"],
+                        lambda e: e.data["action"] == "media.play_pause")
+        assert self.car.vehicle.playing, "the music did not start"
+
+    async def _phone(self) -> None:
+        mnt, acc, n = self.boards["mount"], self.acc["mount"], len(self.car.timeline)
+        await asyncio.to_thread(mnt.insert_phone)
+        await self.wait("value", n, acc, lambda e: e.data["path"] == "phone_presence.present"
+                        and e.data["value"] is True)
+        result = await self.car.clamp_phone()
+        assert result == "clamped", f"clamp: {result}"
+        await self.wait("value", n, acc, lambda e: e.data["path"] == "clamp.state"
+                        and e.data["text"] == "clamped")
+
+    async def _co2(self) -> None:
+        sim, acc, n = self.sim, self.acc["ambient"], len(self.car.timeline)
+        with sim.world.lock:
+            sim.cabin.occupants = 4
+        for ppm in (800, 1000, 1300):  # four people in a closed car, sped up
+            with sim.world.lock:
+                sim.cabin.set_co2(max(ppm, sim.cabin.co2))
+            await self.pause(2.0)
+        await self.wait("event", n, acc, lambda e: e.data["path"] == "co2.air_quality"
+                        and e.data["text"] == "poor", timeout=30)
+        await self.wait("binding", n, acc, lambda e: e.data["action"] == "climate.fresh_air")
+        assert self.car.vehicle.fresh_air and sim.cabin.fresh_air, "fresh air is not on"
+
+    async def _knob(self) -> None:
+        ctl, v, n = self.boards["controller"], self.car.vehicle, len(self.car.timeline)
+        want = min(v.volume + 4, 40)
+        await asyncio.to_thread(ctl.turn, 4)
+        await self.wait("vehicle", n, match=lambda e: e.data["name"] == "media.volume"
+                        and e.data["value"] == want)
+
+    async def _speed(self) -> None:
+        car, v, acc = self.car, self.car.vehicle, self.acc["mount"]
+        n = len(car.timeline)
+        for kmh in (12, 30, 50):
+            v.set_speed(kmh)
+            await self.pause(1.0)
+        await self.wait("request", n, acc, lambda e: e.data["path"] == "clamp.vehicle_moving"
+                        and e.data["status"] == 0)
+        assert acc.value("clamp.vehicle_moving") is True, "the mount was not told"
+        self.say("the driver asks to release the phone, without confirming")
+        result = await car.release_phone()
+        assert result == "confirm_required", f"release while moving: {result}"
+        await asyncio.sleep(0.5)
+        assert acc.value("clamp.state") == 2, "the clamp let go"  # 2: clamped
+        self.say("release refused: the mount wants the driver's confirmation while moving")
+
+
+class _Printer:
+    """The timeline: every car event but the bus load; value reports of the story only
+    (all with ``verbose``), and only when they change."""
+
+    def __init__(self, out: TextIO, verbose: bool) -> None:
+        self.out = out
+        self.verbose = verbose
+        self.last: dict[tuple[str | None, str], Any] = {}
+
+    def __call__(self, ev: Any) -> None:
+        if ev.kind == "bus":
+            return
+        if ev.kind == "value":
+            key = (ev.acc, ev.data.get("path"))
+            if not self.verbose and key[1] not in STORY_VALUES:
+                return
+            if self.last.get(key, object()) == ev.data.get("value"):
+                return
+            self.last[key] = ev.data.get("value")
+        self.out.write(ev.line() + "\n")
         self.out.flush()
 
 
-def run(out: TextIO = sys.stdout, speed: float = 1.0) -> int:
-    """Run the scripted exchange; returns 0 when every step got its expected answer."""
-    say = Timeline(out)
-    channel = f"cabinlink-demo-{os.getpid()}-{time.monotonic_ns()}"
-    clock = Clock()
-    acc_ctl = PythonCanController(can.Bus(interface="virtual", channel=channel))
-    car_ctl = PythonCanController(can.Bus(interface="virtual", channel=channel))
-    ambient = DemoAmbient(clock)
-    identity = 0x0A5A5
-    acc_link = CanLink(acc_ctl, ambient.node, clock,
-                       claim.make_name(identity, 0xC0 | reg.CLASS_AMBIENT))
-    car = CarClient(clock)
-    car_link = CanLink(car_ctl, car, clock, claim.make_name(1, 0xBF, arbitrary=False), 0x00,
-                       pool=(0x00, 0x0F), rx_max=4095,
-                       on_peer=lambda a, n: say("car", f"sees address claim: 0x{a:02X} NAME {n:016X}"))
-    failures = 0
+def start_world(sim: Any) -> dict[str, Any]:
+    """The three reference accessories on ``sim`` (a started Simulation), by role."""
+    from .sim.simulation import default_config
 
-    def pump(ms: float, until: Callable[[], bool] | None = None) -> None:
-        # Scripted pauses follow --speed; waits for an answer never do.
-        end = time.monotonic() + ms / 1000 / (speed if until is None else 1.0)
-        while time.monotonic() < end:
-            ambient.step()
-            acc_link.poll()
-            car_link.poll()
-            if until is not None and until():
-                return
-            time.sleep(0.001)
+    ambient = default_config(BOARD, "ambient", "ambient", ble=True)
+    ambient["links"]["can"]["enabled"] = False  # BLE only
+    return {
+        "controller": sim.add(BOARD, "controller", "micropython", name="controller"),
+        "ambient": sim.add(BOARD, "ambient", "cpython", name="ambient", config=ambient),
+        "mount": sim.add(BOARD, "mount", "cpython", name="mount",
+                         config=default_config(BOARD, "mount", "mount", ble=True)),
+    }
 
-    def ask(label: str, build: Callable[..., list[Any]], *args: Any) -> Pending:
-        nonlocal failures
-        say("car", f"→ 0x{acc:02X} {label}")
 
-        def answered(p: Pending) -> None:
-            shown = "" if p.value is None or build is msg.describe else f" {p.value!r}"
-            say(f"0x{acc:02X}", f"→ car RESULT {catalog.status_name(p.status)}{shown}")
+async def _main(sim: Any, boards: dict[str, Any], out: TextIO, *, headless: bool, speed: float,
+                port: int, verbose: bool) -> int:
+    from .car.car import Car
+    from .car.screen import CarScreen
 
-        p = car.request(car_link, acc, build, *args, on_done=answered)
-        pump(2000, lambda: p.done)
-        return p
+    sim.vehicle.open_door("front_left")  # the driver is getting in
+    async with Car(can=f"cabinlink:{sim.bus_address}", ble=sim.ble, bindings=None,
+                   vehicle=sim.vehicle) as car:
+        quiet = car.on(_Printer(out, verbose))
+        async with CarScreen(car, port=port) as screen:
+            out.write(f"car screen: {screen.url}\n")
+            out.flush()
+            drive = Drive(car, sim, boards, out, speed)
+            steps = await drive.run()
+            missing = [s for s in steps if not s.observed]
+            if headless:
+                quiet()  # the car's own shutdown is not part of the story
+            if not missing and len(steps) == 7:
+                out.write(f"demo: every scripted step was observed ({len(steps)}/7)\n")
+            else:
+                for s in missing:
+                    out.write(f"demo: step not observed: {s.title} ({s.why})\n")
+                if len(steps) < 7:
+                    out.write(f"demo: the drive stopped after {len(steps)} of 7 steps\n")
+            out.flush()
+            if not headless:
+                out.write(f"demo: the drive is over; the car and its screen keep running at "
+                          f"{screen.url} (Ctrl-C to stop)\n")
+                out.flush()
+                await asyncio.Event().wait()
+            return 0 if not missing and len(steps) == 7 else 1
 
-    def expect(cond: bool, what: str) -> None:
-        nonlocal failures
-        if not cond:
-            failures += 1
-            say("demo", f"UNEXPECTED: {what}")
 
-    car.on_report = lambda a, slot, attr, v: say(
-        f"0x{a.peer:02X}", f"→ car REPORT {names[slot]}.{catalog.attr_name(caps[slot], attr)}"
-        f" = {catalog.format_value(caps[slot], attr, v)}")
-    car.on_event = lambda a, slot, ev, data: say(
-        f"0x{a.peer:02X}", f"→ car EVENT {names[slot]}.{catalog.event_name(caps[slot], ev)}"
-        f" {data!r} (priority-3 channel)")
-    caps: list[int] = []
-    names: list[str] = []
+def run(out: TextIO = sys.stdout, *, headless: bool = False, speed: float = 1.0, port: int = 0,
+        verbose: bool = False) -> int:
+    """The demo (see the module text): 0 when every scripted step was observed, else 1;
+    without ``headless`` it runs on after the script until interrupted."""
+    from .sim.simulation import Simulation
+    from .sim.vehicle import couple_cabin
 
-    try:
-        say("demo", f"virtual CAN bus {channel!r}, 500 kbit/s classic frames, 29-bit ids")
-        car_link.start()
-        acc_link.start()
-        say("car", "claims address 0x00 (J1939-81 NAME, not arbitrary-capable)")
-        say("accessory", f"claims preferred address 0x{acc_link.address:02X}")
-        pump(600, lambda: car_link.claim.ready and acc_link.claim.ready)
-        acc = acc_link.address
-        expect(acc_link.claim.ready and car_link.claim.ready, "both addresses claimed")
-        say("demo", f"both claims settled (250 ms); accessory at 0x{acc:02X}")
-
-        p = ask(f"HELLO v{msg.VERSION_MAJOR}.{msg.VERSION_MINOR}", msg.hello)
-        expect(p.ok, "HELLO accepted")
-        p = ask("DESCRIBE", msg.describe)
-        expect(p.ok and isinstance(p.value, dict), "DESCRIBE answered")
-        if p.ok:
-            d = p.value
-            say("car", f"  {d.get(msg.D_VENDOR)} / {d.get(msg.D_PRODUCT)} / serial {d.get(msg.D_SERIAL)}"
-                       f", class {catalog.class_name(d.get(msg.D_CLASS, 0))}, protocol {d.get(msg.D_VERSION)}")
-            for slot, entry in enumerate(d.get(msg.D_CAPS, [])):
-                cid = entry[msg.C_ID]
-                caps.append(cid)
-                names.append(catalog.cap_name(cid))
-                attrs = ", ".join(catalog.attr_name(cid, a) for a in entry.get(msg.C_ATTRS, []))
-                say("car", f"  slot {slot}: {catalog.cap_name(cid)} (0x{cid:04X}) instance "
-                           f"{entry[msg.C_INSTANCE]}: {attrs}")
-        if len(caps) < 3:
-            return 1
-        t_slot, c_slot, d_slot = caps.index(reg.CAP_TEMPERATURE), caps.index(reg.CAP_CO2), \
-            caps.index(reg.CAP_DEVICE_INFO)
-
-        p = ask("SUBSCRIBE temperature.value min 500 ms, max 10 s, threshold 0.10 °C",
-                msg.subscribe, t_slot, reg.ATTR_TEMPERATURE_VALUE, 500, 10, 10)
-        expect(p.ok and p.value == [500, 10], "subscription granted")
-        pump(2500)
-        p = ask("WRITE temperature.offset = +50.00 °C (out of range)", msg.write,
-                t_slot, reg.ATTR_TEMPERATURE_OFFSET, 5000)
-        expect(p.status == msg.INVALID_VALUE, "out-of-range write refused")
-        p = ask("WRITE temperature.offset = -0.50 °C", msg.write, t_slot, reg.ATTR_TEMPERATURE_OFFSET, -50)
-        expect(p.ok, "offset written")
-        p = ask("INVOKE device_info.identify(3 s)", msg.invoke, d_slot,
-                reg.CMD_DEVICE_INFO_IDENTIFY, [3])
-        expect(p.ok and ambient.identified == [3], "identify ran on the accessory")
-        say("accessory", "identify: blinking for 3 s")
-        p = ask("SUBSCRIBE co2.value min 1 s, max 60 s, threshold 100 ppm",
-                msg.subscribe, c_slot, reg.ATTR_CO2_VALUE, 1000, 60, 100)
-        expect(p.ok, "CO2 subscription granted")
-        say("cabin", "four passengers get in: CO2 climbs")
-        ambient.occupants = 4
-        got_event: list[Any] = []
-        prev = car.on_event
-        car.on_event = lambda a, s, e, d: (got_event.append(d), prev and prev(a, s, e, d))
-        pump(8000, lambda: bool(got_event))
-        expect(bool(got_event), "air-quality event received")
-        pump(300)
-        stats = (f"accessory sent {acc_link.frames_tx} frames, car sent {car_link.frames_tx}; "
-                 f"malformed at accessory {ambient.node.rx_malformed}, at car {car.malformed}")
-        say("demo", stats)
-        say("demo", "done: every step answered as the spec says" if not failures
-            else f"{failures} step(s) did not answer as expected")
-        return 1 if failures else 0
-    finally:
-        acc_ctl.shutdown()
-        car_ctl.shutdown()
+    if speed <= 0:
+        raise ValueError("speed must be > 0")
+    out.write("demo: starting the simulated world: controller (CAN, MicroPython), ambient "
+              "(BLE, CPython), mount (CAN + BLE, CPython), each its real firmware on a "
+              f"simulated {BOARD}\n")
+    out.flush()
+    with Simulation() as sim:
+        couple_cabin(sim.vehicle, sim.cabin, sim.world.lock)
+        boards = start_world(sim)
+        try:
+            return asyncio.run(_main(sim, boards, out, headless=headless, speed=speed,
+                                     port=port, verbose=verbose))
+        except KeyboardInterrupt:
+            out.write("demo: stopped\n")
+            return 0

@@ -113,7 +113,10 @@
     }
     for (const a of snap.accessories || []) upsert(a);
     $("#events").replaceChildren();
-    for (const ev of m.events || []) addLog(ev);
+    for (const ev of m.events || []) {
+      addLog(ev);
+      if (ev.acc) addTileEvent(ev);
+    }
     renderVehicle();
     renderBus();
     renderClock();
@@ -313,7 +316,7 @@
     const settings = el("table", { cls: "values" });
     const cmds = el("div", { cls: "cmds" });
     const diag = el("div", { cls: "cmds" });
-    let chartable = null;
+    let chartable = null, rank = 0;
     for (const cap of caps(a)) {
       for (const attr of cap.attributes || []) {
         if (cap.name === "device_info" && IDENTITY.has(attr.name)) continue;
@@ -322,9 +325,11 @@
         rows.set(path, tr);
         const showMain = attr.reportable && cap.name !== "device_info";
         (showMain ? main : settings).append(tr);
-        if (showMain && isNumeric(attr) && (!chartable || (!chartable.endsWith(".value") && attr.name === "value"))) {
-          chartable = path;
-        }
+        // the chart's first series: a "value" of a capability with events (what the
+        // accessory alerts on), else the first "value", else the first number
+        const r = !showMain || !isNumeric(attr) ? 0
+          : 1 + (attr.name === "value" ? 1 : 0) + (attr.name === "value" && (cap.events || []).length ? 1 : 0);
+        if (r > rank) { chartable = path; rank = r; }
       }
       for (const c of cap.commands || []) {
         (cap.name === "device_info" ? diag : cmds).append(commandForm(a, cap, c));
@@ -578,7 +583,9 @@
     let lo = Math.min(...all), hi = Math.max(...all);
     if (opts.floorZero) lo = Math.min(0, lo);
     if (hi - lo < 1e-9) { const pad = Math.max(1, Math.abs(hi) * 0.05); lo -= pad; hi += pad; }
-    const padTop = 16, padBottom = 14, padLeft = 6, padRight = 56;
+    const label = (v) => (opts.unit === "%" ? `${v.toFixed(1)} %` : fmt(Math.round(v), opts.unit));
+    const padTop = 16, padBottom = 14, padLeft = 6;
+    const padRight = 10 + Math.max(g.measureText(label(hi)).width, g.measureText(label(lo)).width);
     const x = (t) => padLeft + (w - padLeft - padRight) * (t - t0) / WINDOW_S;
     const y = (v) => padTop + (h - padTop - padBottom) * (1 - (v - lo) / (hi - lo));
     g.strokeStyle = "#2a333f";
@@ -603,7 +610,6 @@
       g.fill();
     });
     g.fillStyle = "#8b97a6";
-    const label = (v) => (opts.unit === "%" ? `${v.toFixed(1)} %` : fmt(Math.round(v), opts.unit));
     g.fillText(label(hi), w - padRight + 4, y(hi) + 4);
     g.fillText(label(lo), w - padRight + 4, y(lo) + 4);
   }
