@@ -15,7 +15,7 @@ CONFIG_ARGS ?=
 .PHONY: help demo test test-fast bench registry mpy-check clean flash deploy _need-board-port _need-app
 
 help:
-	@echo "make demo        run the CabinLink exchange on the simulated bus (ARGS=... passes options)"
+	@echo "make demo        a scripted drive: 3 simulated accessories, the reference car, its screen (ARGS=--headless ends after it)"
 	@echo "make test        bootstrap .venv and run the whole test suite"
 	@echo "make bench       print the benchmark table"
 	@echo "make registry    regenerate firmware/lib/cabinlink/registry.py from spec/registry.json"
