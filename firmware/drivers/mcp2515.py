@@ -14,9 +14,11 @@
 # - TX_QUEUE_LEN 3 (three TX buffers), FILTERS_MAX 6, and at most two distinct
 #   masks: RXB0 has one mask and 2 filters, RXB1 one mask and 4 filters. Filters
 #   that share a mask share a hardware mask; anything else raises ValueError.
-# - Bus-off is left automatically after 128 x 11 recessive bits; restart() is
-#   still the machine.CAN way out (a full re-initialisation: TEC/REC cleared,
-#   pending frames dropped).
+# - The chip leaves bus-off by itself after 128 x 11 recessive bits; the driver
+#   overrides that as machine.CAN behaves (spec 7.7): once it sees TXBO (the INT
+#   pin's error flag, a send, state()) it aborts the pending frames and reports
+#   STATE_BUS_OFF, refusing to send, until restart() (a full re-initialisation:
+#   TEC/REC cleared, pending frames dropped).
 # - MODE_LOOPBACK and MODE_SILENT_LOOPBACK are both the chip's loopback mode,
 #   which never drives the bus; MODE_SILENT is listen-only.
 # - Bit timings come from a table for 8 and 16 MHz crystals (see _TIMINGS) unless
@@ -61,6 +63,7 @@ _ERRIF = const(0x20)
 _MERRF = const(0x80)
 _WAKIF = const(0x40)
 _TXBO = const(0x20)
+_ABAT = const(0x10)  # CANCTRL: abort all pending transmissions
 _TXEP = const(0x10)
 _RXEP = const(0x08)
 _EWARN = const(0x01)
@@ -156,6 +159,7 @@ class MCP2515:
     IRQ_TX_IDX_SHIFT = 16
     IRQ_TX_IDX_MASK = 0xFF
     TX_QUEUE_LEN = 3
+    RX_QUEUE_LEN = 2  # RXB0 + RXB1: frames that can wait for the next poll
     FILTERS_MAX = 6
 
     def __init__(self, spi, cs, int_pin=None, bitrate=None, *, osc=8000000, **kw):
@@ -199,6 +203,7 @@ class MCP2515:
         self._n_warn = 0
         self._n_passive = 0
         self._n_busoff = 0
+        self._off = False  # bus-off seen, not yet restart()ed
         self._overruns = 0
         self._ovr = False
         self._rxb1_first = False
@@ -314,6 +319,7 @@ class MCP2515:
             self._mode = mode
             self._events = self._tx_done = self._tx_failed = 0
             self._state = self._irq_state = self.STATE_ACTIVE
+            self._off = False
             self._ovr = False
             self._ready = True
             if self._int is not None:
@@ -455,7 +461,7 @@ class MCP2515:
         self._enter()
         try:
             eflg = self._rd(_EFLG)
-            if eflg & _TXBO:
+            if eflg & _TXBO or self._off:
                 self._note(eflg)
                 raise OSError(_EIO)
             st = self._read_status()
@@ -696,8 +702,13 @@ class MCP2515:
 
     # --- state and counters ----------------------------------------------------------
     def _note(self, eflg):
-        if eflg & _TXBO:
+        if eflg & _TXBO or self._off:
             st = self.STATE_BUS_OFF
+            if not self._off:
+                # Bus-off stays until restart(), whatever the chip does by itself:
+                # what waits in its TX buffers must not go out when it recovers.
+                self._off = True
+                self._mod(_CANCTRL, _ABAT, _ABAT)
         elif eflg & (_TXEP | _RXEP):
             st = self.STATE_PASSIVE
         elif eflg & _EWARN:

@@ -131,7 +131,11 @@ class Runtime:
         bitrate = can_cfg.get("bitrate", (spec.get("can") or {}).get("bitrate", 500000))
         ctl = Board(spec, None).can(bitrate)
         name = claim.make_name(identity_number(), 0xC0 | self.node.device_class)
-        link = CanLink(ctl, self.node, self.clock, name, can_cfg.get("preferred_address"))
+        # A controller that holds only a frame or two until the next poll (the MCP2515)
+        # lets an ISO-TP sender have one CF in flight at a time (block size 1, spec 7.4):
+        # a pause of the firmware (a GC) then never overflows its receive buffers.
+        bs = 1 if getattr(ctl, "RX_QUEUE_LEN", 32) < 8 else 0
+        link = CanLink(ctl, self.node, self.clock, name, can_cfg.get("preferred_address"), bs=bs)
         link.start()
         self.links.append(link)
         self.log.info("can link: %d bit/s, NAME %08x%08x" % (bitrate, name >> 32, name & 0xFFFFFFFF))

@@ -101,8 +101,10 @@ class AddressClaim:
         old = self.address
         self.address = addr
         self.state = CLAIMING
-        self._t = self.clock.ticks_ms()
         self._out(claim_id(addr), self._nb)
+        # The settle time runs from the frame's hand-over to the controller, which can
+        # take a while on an SPI controller (spec 7.3: 250 ms after it was transmitted).
+        self._t = self.clock.ticks_ms()
         if old != addr and self.on_change:
             self.on_change(old, addr)
 

@@ -485,8 +485,12 @@ class BleWorld:
             raise OpError(ENODEV, "bluetooth not active")
         return r
 
-    def _emit(self, r: _Radio, irq: int, *args: Any, rid: int | None = None) -> bool:
+    def _emit(self, r: _Radio, irq: int, *args: Any, rid: int | None = None,
+              value: bytes | None = None) -> bool:
         # Loop thread (or a handler): push an IRQ to the board's firmware process.
+        # value: what a GATTS_WRITE wrote; gatts_read() in the handler returns it, as on an
+        # ESP32, whose IRQ runs before the stack answers the write (a later write cannot
+        # overwrite it first).
         board = self.world.boards.get(r.name)
         conn = board.conn if board is not None else None
         if conn is None or conn is not r.owner or not r.active or getattr(conn, "closed", False):
@@ -494,6 +498,8 @@ class BleWorld:
         ev: dict[str, Any] = {"ev": "ble", "irq": irq, "a": [_enc(a) for a in args]}
         if rid is not None:
             ev["rid"] = rid
+        if value is not None:
+            ev["v"] = value.hex()
         conn.event(ev)
         return True
 
@@ -613,7 +619,8 @@ class BleWorld:
                 offset = len(e.data) if e.append else 0
                 n = min(e.alloc, len(value) + offset)
                 e.data = e.data[:offset] + bytes(value[:max(n - offset, 0)])
-            self._emit(r, IRQ_GATTS_WRITE, conn.handle, handle)
+                written = e.data
+            self._emit(r, IRQ_GATTS_WRITE, conn.handle, handle, value=written)
 
         return CharacteristicValue(read=read, write=write)
 

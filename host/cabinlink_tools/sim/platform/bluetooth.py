@@ -133,6 +133,7 @@ class BLE:
         if BLE._inst is None:
             o = object.__new__(cls)
             o._handler = None
+            o._written = None
             o._listening = False
             BLE._inst = o
         return BLE._inst
@@ -148,6 +149,9 @@ class BLE:
         data = tuple([_mv(a) for a in ev["a"]])
         result = None
         h = self._handler
+        v = ev.get("v")
+        if v is not None:  # a GATTS_WRITE: gatts_read() in the handler sees what was written
+            self._written = (data[1], bytes.fromhex(v))
         if h is not None:
             try:
                 result = h(irq, data)
@@ -155,6 +159,7 @@ class BLE:
                 print("Unhandled exception in IRQ callback handler")
                 _print_exc(e)
                 result = None
+        self._written = None
         rid = ev.get("rid")
         if rid is not None:
             if irq == _IRQ_GET_SECRET:
@@ -294,6 +299,9 @@ class BLE:
         return tuple([tuple(h) for h in handles])
 
     def gatts_read(self, value_handle):
+        w = self._written
+        if w is not None and w[0] == value_handle:
+            return w[1]
         return bytes.fromhex(_world().call("ble_read", h=int(value_handle)))
 
     def gatts_write(self, value_handle, data, send_update=False):
