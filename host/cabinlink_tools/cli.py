@@ -76,6 +76,12 @@ def _dbc(args: argparse.Namespace) -> int:
     return dbc.run(args)
 
 
+def _conformance(args: argparse.Namespace) -> int:
+    from .conformance import runner
+
+    return runner.run(args)
+
+
 def _version(args: argparse.Namespace) -> int:
     from cabinlink import msg
 
@@ -189,6 +195,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
                          "pattern message per id kind (match with frame id mask 0x1FFF0000)")
     db.add_argument("--car", default="0x00", metavar="ADDR", help="the car's address (default 0x00)")
     handlers["dbc"] = _dbc
+
+    from .conformance.runner import DESCRIPTION as CONF_DESCRIPTION, add_arguments as add_conformance_arguments
+
+    cf = sub.add_parser("conformance", help="run the conformance suite against an accessory or a car, with a report",
+                        description=CONF_DESCRIPTION)
+    add_conformance_arguments(cf)
+    handlers["conformance"] = _conformance
 
     v = sub.add_parser("version", help="print tool and protocol versions")
     v.set_defaults()

@@ -1,0 +1,1 @@
+"""The conformance tests (collected by the plugin; see cabinlink_tools.conformance.plugin)."""
