@@ -34,8 +34,12 @@ $(STAMP): requirements.txt pyproject.toml
 demo: $(STAMP)
 	$(BIN)/cabinlink demo $(ARGS)
 
+# Two workers (pytest-xdist), one test file per worker at a time: most tests wait on
+# simulated boards in real time, so two files at once halve the wall time on 2 cores.
+TEST_JOBS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(ARGS)

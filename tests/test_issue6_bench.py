@@ -46,7 +46,9 @@ def test_bus_load_two_accessories_at_1hz() -> None:
     assert r["all_bound"] and r["subscriptions"] == 2, r
     k = r["fps_by_kind"]
     assert 2.0 <= k["heartbeat"] <= 4.0  # two accessories and the car, once a second
-    assert 1.0 <= k["report"] <= 3.0  # one REPORT per accessory per second
+    # one REPORT per accessory per second: 2..4 in a 2 s window (phase), measured over a
+    # window a hair longer than 2 s
+    assert 0.9 <= k["report"] <= 3.0
     assert 0 < r["load"] < 0.05
     # SimBus.load() agrees with the frames the listener saw, and with spec 7.8's arithmetic
     assert abs(r["load"] - r["busy_load"]) < 0.002
