@@ -38,8 +38,16 @@ demo: $(STAMP)
 # simulated boards in real time, so two files at once halve the wall time on 2 cores.
 TEST_JOBS ?= 2
 
+# The conformance runs (tests/test_conformance.py) time ISO-TP and subscription
+# behaviour against the spec's bounds and run their targets in parallel themselves, so
+# they get the machine alone, after the rest. ARGS=... runs just `pytest ARGS`.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile $(ARGS)
+ifeq ($(strip $(ARGS)),)
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile --ignore=tests/test_conformance.py
+	$(BIN)/python -m pytest -q tests/test_conformance.py
+else
+	$(BIN)/python -m pytest -q $(ARGS)
+endif
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(ARGS)
