@@ -82,8 +82,10 @@ class Link:
         self.theirs.start()
 
     def frames(self) -> list[can.Message]:
+        # The virtual bus hands a frame to each other bus in turn, so the receiver under test
+        # may finish before the monitor has the last frame: read until 50 ms without one.
         out = []
-        while (m := self.mon.recv(timeout=0)) is not None:
+        while (m := self.mon.recv(timeout=0.05)) is not None:
             out.append(m)
         return out
 
