@@ -207,7 +207,9 @@ class CanLink:
         for i in range(1 + n, 8):
             b[i] = _PAD
         if self._tx(isotp.func_id(isotp.PRIO_NORMAL, _claim.GLOBAL, self.claim.address), b):
-            self._hb_at = now
+            # the period runs from the hand-over, which may come well after the poll
+            # began (spec 2.3: never earlier than one period after the previous one)
+            self._hb_at = self.clock.ticks_ms()
 
     def _bus_off(self, now):
         # Bus-off recovery with exponential back-off (spec 7.7): never a tight

@@ -389,7 +389,7 @@ class Node:
         data = self._enc.encode(msg.report(sub.slot, sub.attr, v))
         if sub.key[0].send(sub.key[1], data, False):
             sub.value = v
-            sub.at = now
+            sub.at = self.clock.ticks_ms()  # from the hand-over, not the poll's start (2.3)
             sub.due = False
 
     @staticmethod
