@@ -28,8 +28,13 @@ from cabinlink import registry as reg
 from cabinlink.codec import encode
 
 from .can_probe import PAD, Frame
+from .check import early
 
 SILENT, KEEPALIVE, TX_PEER = 0x0E, 0x0D, 0x0C
+# How much shorter than STmin 20 ms a gap between two CFs may look on the bus: a CF that
+# waited (for the bus, or on a busy simulation host, for the SPI controller) shortens the next
+# gap. A sender that ignores STmin or halves it is still far outside.
+STMIN_TOL = 0.004
 RX_PRIO = 7  # the receive-timer scenario uses the main address on priority 7
 KEEP_EVERY = 2.7
 
@@ -129,6 +134,7 @@ class RxTimerResult:
     answered_after_long_pause: list[Any] | None = None
     fc_seen: list[bytes] = field(default_factory=list)
     error: str = ""
+    retried: int = 0
 
 
 def isotp_rx(d: Any) -> RxTimerResult:
@@ -138,37 +144,62 @@ def isotp_rx(d: Any) -> RxTimerResult:
     acc = d.addr
     cap = main.peer.capture(RX_PRIO, acc)
     send_id = isotp.phys_id(RX_PRIO, acc, main.peer.sa)
+
+    def play(pause: float) -> tuple[bool, Any]:
+        """One padded READ sent as FF + CFs, the CFs ``pause`` s after the FC. Returns
+        (the FC came, the RESULT's value or None)."""
+        tid = main.next_tid()
+        data = padded_read(tid, d.info_slot(), reg.ATTR_DEVICE_INFO_VENDOR, 20)
+        first, cfs = segments(data)
+        n = len(cap)
+        mark = main.mark()
+        probe.send(send_id, first)
+        if not probe.wait(lambda: len(cap) > n, 1.0):
+            main.unanswerable.add(tid)
+            return False, None
+        fc0 = cap[n]
+        out.fc_seen.append(fc0.data)
+        time.sleep(pause)  # N_Cr runs from the FC to the first CF
+        bs = fc0.data[1]
+        i = 0
+        seen = len(cap)
+        while i < len(cfs):
+            block = cfs[i:i + bs] if bs else cfs[i:]
+            for c in block:
+                probe.send(send_id, c)
+            i += len(block)
+            if i < len(cfs):  # the next block waits for the receiver's FC
+                if not probe.wait(lambda: len(cap) > seen, 0.3):
+                    break
+                seen = len(cap)
+        r = main.result(tid, 1.0, mark)
+        if r is None:
+            main.unanswerable.add(tid)
+        return True, None if r is None else r.value
+
     try:
-        for pause, attr in ((out.pause_ok, "answered_after_short_pause"), (out.pause_late, "answered_after_long_pause")):
-            tid = main.next_tid()
-            data = padded_read(tid, d.info_slot(), reg.ATTR_DEVICE_INFO_VENDOR, 20)
-            first, cfs = segments(data)
-            n = len(cap)
-            mark = main.mark()
-            probe.send(send_id, first)
-            got = probe.wait(lambda: len(cap) > n, 1.0)
-            if not got:
-                out.error = "no flow control after a first frame on priority 7"
+        # A frame the accessory lost (two receive buffers) looks like a timer that ran out
+        # too early: the case that must be answered is played up to three times.
+        for pause, attr, want in ((out.pause_ok, "answered_after_short_pause", True),
+                                  (out.pause_late, "answered_after_long_pause", False)):
+            played = False
+            for k in range(3):
+                if k:
+                    out.retried += 1
+                fc_came, value = play(pause)
+                if not fc_came:
+                    continue
+                played = True
+                setattr(out, attr, value)
+                if value is not None or not want:
+                    break
+            if not played:
+                out.error = "no flow control after a first frame on priority 7 (three tries)"
                 return out
-            fc0 = cap[n]
-            out.fc_seen.append(fc0.data)
-            time.sleep(pause)  # N_Cr runs from the FC to the first CF
-            bs = fc0.data[1]
-            i = 0
-            seen = len(cap)
-            while i < len(cfs):
-                block = cfs[i:i + bs] if bs else cfs[i:]
-                for c in block:
-                    probe.send(send_id, c)
-                i += len(block)
-                if i < len(cfs):  # the next block waits for the receiver's FC
-                    if not probe.wait(lambda: len(cap) > seen, 0.3):
-                        break
-                    seen = len(cap)
-            r = main.result(tid, 1.0, mark)
-            setattr(out, attr, None if r is None else r.value)
     finally:
         main.peer.release(RX_PRIO, acc)
+    if out.retried:
+        d.notes.append(f"ISO-TP receiver timing (N_Cr) played {out.retried} more time(s) after a frame was lost")
     return out
 
 
@@ -222,6 +253,7 @@ def isotp_tx(d: Any) -> TxTimerResult:
         probe.send(to_acc, sf(encode(msg.describe(tid))))
         if not probe.wait(lambda: len(cap) > i and cap[i].data[:1] and cap[i].data[0] >> 4 == 1, 1.5):
             case.note = "no first frame"
+            peer.unanswerable.add(tid)  # lost on the way: the case is played again
             return None
         case.frames = cap  # shared list; sliced at the end
         case._from = i  # type: ignore[attr-defined]
@@ -245,43 +277,67 @@ def isotp_tx(d: Any) -> TxTimerResult:
         base = case._from  # type: ignore[attr-defined]
         return bool(probe.wait(lambda: sum(1 for f in cap[base:] if f.data[0] >> 4 == 2) >= k, timeout))
 
+    def attempts(name: str, body: Callable[[TxCase], None], ok: Callable[[TxCase], bool], n: int = 3) -> None:
+        # A frame lost on the way (a controller with two receive buffers drops one now and
+        # then) looks like a fault: a flow control not heard, a request never answered. A
+        # case that did not go as the spec says is played again, up to n times; the last
+        # one is judged. A unit that gets it wrong gets it wrong every time.
+        for k in range(n):
+            if k:
+                out.retried.append(name)
+            c = start(name)
+            if c is None:
+                continue
+            body(c)
+            if ok(c):
+                return
+            if name not in ABORTED:
+                peer.unanswerable.add(peer.peer._tid)  # that answer never came whole
+
+    def complete(c: TxCase) -> bool:
+        return c.complete
+
+    def cut_short(c: TxCase) -> bool:
+        # an aborted case: no CF after the flow control that ends the transfer (the one
+        # before the final CTS; the only one when the FC came too late), as test_isotp judges
+        if not c.fcs:
+            return False
+        return not c.cfs_after(c.fcs[-2][0] if len(c.fcs) > 1 else c.fcs[-1][0])
+
     # block size 2, STmin 20 ms, renewed after each block (7.4-5): after odd blocks the FC
     # comes 50 ms late (the sender must wait for it), after even ones at once (STmin still
-    # separates the blocks). A first FC the accessory did not hear (a controller with two
-    # receive buffers drops a frame now and then) means one more try.
-    for attempt in range(2):
-        c = start("bs2_stmin20")
-        if not c:
-            continue
-        send_fc(c, 0, 2, 20)
+    # separates the blocks).
+    def block_fc(c: TxCase, got: int) -> None:
+        # the FC for the next block; sent once more when no CF follows within 150 ms (the
+        # unit did not hear it: with eleven FCs per answer, one is lost now and then). A
+        # second CTS that did arrive is taken as the FC of the block after (never more than
+        # BS CFs follow one FC: test_isotp checks that).
+        for _ in range(3):
+            send_fc(c, 0, 2, 20)
+            if wait_cfs(c, got + 1, 0.15):
+                return
+
+    def bs2(c: TxCase) -> None:
         got = 0
         blocks = 0
+        block_fc(c, got)
         while got < n_total:
-            if not wait_cfs(c, min(got + 2, n_total), 0.6 if got == 0 else 1.5):
+            if not wait_cfs(c, min(got + 2, n_total), 1.5):
                 break
             got = min(got + 2, n_total)
             blocks += 1
             if got < n_total:
                 if blocks % 2:
                     time.sleep(0.05)
-                send_fc(c, 0, 2, 20)
+                block_fc(c, got)
         finish(c, 0.05)
-        if c.cfs():
-            break
-        peer.unanswerable.add(peer.peer._tid)  # that answer never came: lost FC
-        out.retried.append("bs2_stmin20")
-    def twice(name: str, body: Callable[[TxCase], None]) -> None:
-        # A case whose answer must come in full gets one more try when none of it came:
-        # a flow control the accessory did not hear (two receive buffers) looks the same.
-        for attempt in range(2):
-            c = start(name)
-            if c is None:
-                continue
-            body(c)
-            if c.cfs():
-                return
-            peer.unanswerable.add(peer.peer._tid)
-            out.retried.append(name)
+
+    def bs2_ok(c: TxCase) -> bool:
+        # complete, and STmin kept as seen on the bus (a CF that waited for the bus, or on a
+        # busy simulation host, makes a gap look short: played again, up to three times)
+        return c.complete and not early([f.t for f in c.cfs()], 0.020, STMIN_TOL)
+
+    attempts("bs2_stmin20", bs2, bs2_ok)
 
     # reserved STmin 0x80 and 0xFA: 127 ms (7.4-6); 0xF5: 500 us
     for name, st in (("stmin_0x80", 0x80), ("stmin_0xFA", 0xFA), ("stmin_0xF5", 0xF5)):
@@ -293,7 +349,13 @@ def isotp_tx(d: Any) -> TxTimerResult:
             wait_cfs(c, n_total, 1.5)
             finish(c, 0.02)
 
-        twice(name, stmin_case)
+        def stmin_ok(c: TxCase, st: int = st) -> bool:
+            first3 = [f.t for f in c.cfs()[:3]]
+            if st == 0xF5:
+                return c.complete and all(b - a >= 0.0003 for a, b in zip(first3, first3[1:]))
+            return c.complete and not early(first3, 0.127, 0.002)
+
+        attempts(name, stmin_case, stmin_ok)
 
     # N_Bs: the FC 0.9 s after the FF still works; after 1.3 s the sender gave up (7.4-11)
     def late_fc(c: TxCase) -> None:
@@ -302,12 +364,14 @@ def isotp_tx(d: Any) -> TxTimerResult:
         wait_cfs(c, n_total, 1.5)
         finish(c, 0.02)
 
-    twice("fc_after_0.9s", late_fc)
-    c = start("fc_after_1.3s")
-    if c:
+    attempts("fc_after_0.9s", late_fc, complete)
+
+    def too_late(c: TxCase) -> None:
         time.sleep(1.3)
         send_fc(c, 0)
         finish(c, 0.3)
+
+    attempts("fc_after_1.3s", too_late, cut_short, 2)
 
     # FC WAIT restarts N_Bs: WAITs at 0.7 and 1.4 s, CTS at 2.1 s (7.4-10)
     def waits(c: TxCase) -> None:
@@ -319,19 +383,23 @@ def isotp_tx(d: Any) -> TxTimerResult:
         wait_cfs(c, n_total, 1.5)
         finish(c, 0.02)
 
-    twice("wait_restarts_nbs", waits)
+    attempts("wait_restarts_nbs", waits, complete)
     # more than N_WFTmax = 10 WAITs, OVFLW, an undefined flow status: the sender aborts
     # (13 WAITs: more than 10 reach it even if a frame or two are lost on the way)
     for name, statuses in (("eleven_waits", [1] * 13), ("overflow", [2]), ("undefined_fs", [5])):
-        c = start(name)
-        if c:
+        def bad_fc(c: TxCase, statuses: list[int] = statuses) -> None:
             for fs in statuses:
                 send_fc(c, fs)
                 time.sleep(0.01)
             send_fc(c, 0)
             finish(c, 0.3)
+
+        attempts(name, bad_fc, cut_short, 2)
     peer.peer.release(6, acc)
     d.probe.remove_peer(TX_PEER)
+    if out.retried:
+        d.notes.append(f"ISO-TP sender cases (7.4) played again (a frame lost on the way, or a gap the bus or a busy "
+                       f"host shortened): {', '.join(out.retried)}")
     return out
 
 
@@ -346,17 +414,13 @@ def start_background(d: Any) -> None:
     d.background("isotp_rx", lambda: (time.sleep(0.4), isotp_rx(d))[1])
     d.background("isotp_tx", lambda: (time.sleep(0.8), isotp_tx(d))[1])
 
-    def phase2() -> None:
-        # once the liveness cars are gone: the reporting rule and the stalled connection
-        # (test_subscriptions judges them), on car addresses 0x02 and 0x03
-        from .tests.test_subscriptions import SECOND, THIRD, observe, stall
+    # once the liveness cars are gone: the reporting rule (car addresses 0x02 and 0x03) and,
+    # next to it, the stalled connection (0x0B); test_subscriptions judges them
+    from .tests.test_subscriptions import SECOND, STALL, THIRD, observe, stall_result
 
-        d.probe.quiet_sa |= {SECOND, THIRD}
-        live._thread.join(60)
-        d.cached("reporting", lambda: observe(d))
-        d.cached("stall", lambda: stall(d))
-
-    d.background("phase2", phase2)
+    d.probe.quiet_sa |= {SECOND, THIRD, STALL}
+    d.background("phase2", lambda: (live._thread.join(60), d.cached("reporting", lambda: observe(d)))[1])
+    d.background("stall", lambda: (live._thread.join(60), time.sleep(0.2), stall_result(d))[2])
 
 
 class RawConn:

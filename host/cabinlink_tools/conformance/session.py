@@ -50,9 +50,11 @@ class Session:
         return [m for m in self.messages[mark:] if type_ is None or m.type == type_]
 
     def request(self, m: list[Any] | bytes, tid: int | None = None, timeout: float = 2.0,
-                **kw: Any) -> list[Any] | None:
+                again: bool = True, **kw: Any) -> list[Any] | None:
         """Send ``m`` and return the decoded RESULT carrying ``tid`` (taken from ``m`` when
-        it is a list), or None when none arrives within ``timeout`` s."""
+        it is a list), or None when none arrives within ``timeout`` s. Unless ``again`` is
+        False, a request left unanswered is sent once more as it was (lost on the way: a
+        controller with two receive buffers drops a frame now and then); counted."""
         if tid is None and isinstance(m, list):
             tid = m[1]
         mark = self.mark()
@@ -60,6 +62,11 @@ class Session:
         if tid is None:
             return None
         r = self.result(tid, timeout, mark)
+        if r is None and again:
+            self.retries.append(m if isinstance(m, list) else [bytes(m).hex()])
+            mark = self.mark()
+            self.send(m, **kw)
+            r = self.result(tid, timeout, mark)
         return None if r is None else r.value
 
     def ask(self, build: Callable[..., list[Any]], *args: Any, timeout: float = 1.2, retry: bool = True,
@@ -68,17 +75,42 @@ class Session:
         decoded RESULT. Raises :class:`NoResult` when the accessory does not answer."""
         tid = self.next_tid()
         m = build(tid, *args)
-        r = self.request(m, tid, timeout, **kw)
-        if r is None and retry:
+        r = self.request(m, tid, timeout, again=False, **kw)
+        for _ in range(2 if retry else 0):
+            if r is not None:
+                break
             # Lost on the way (a controller with two receive buffers drops a frame when
-            # its firmware pauses): a car repeats with a new tid (5.2); counted.
+            # its firmware pauses): a car repeats with a new tid (5.2), up to twice; counted.
             self.retries.append(m)
             tid = self.next_tid()
             m = build(tid, *args)
-            r = self.request(m, tid, timeout, **kw)
+            r = self.request(m, tid, timeout, again=False, **kw)
         if r is None:
-            raise NoResult(f"{self.label}: no RESULT to {m!r} within {timeout} s")
+            raise NoResult(f"{self.label}: no RESULT to {m!r} within {timeout} s"
+                           f"{' (sent three times, a new tid each)' if retry else ''}")
         return r
+
+    def ask_many(self, calls: list[tuple[Callable[..., list[Any]], tuple[Any, ...]]],
+                 timeout: float = 1.2) -> list[list[Any]]:
+        """Several requests sent one after the other without waiting (a car SHOULD keep one
+        outstanding, 5.2; the suite pipelines where the order of the answers does not
+        matter to it, to save time), then their decoded RESULTs in the same order. One that
+        got no RESULT is asked again on its own (:meth:`ask`)."""
+        mark = self.mark()
+        sent = []
+        for build, args in calls:
+            tid = self.next_tid()
+            self.send(build(tid, *args))
+            sent.append((tid, build, args))
+        out = []
+        for tid, build, args in sent:
+            r = self.result(tid, timeout, mark)
+            if r is None:
+                self.retries.append(build(tid, *args))
+                out.append(self.ask(build, *args, timeout=timeout, retry=False))
+            else:
+                out.append(r.value)
+        return out
 
     def value(self, build: Callable[..., list[Any]], *args: Any, **kw: Any) -> Any:
         """The value of an OK RESULT (AssertionError otherwise): for the suite's own
@@ -98,6 +130,27 @@ class Session:
 
     def events(self, mark: int = 0) -> list[Message]:
         return [m for m in self.messages[mark:] if m.type == msg.EVENT]
+
+    def timeline(self, t0: float, t1: float = float("inf"), limit: int = 40) -> str:
+        """What this session sent and got between ``t0`` and ``t1`` (epoch s), one item
+        per message with its time in ms after ``t0``: for failure messages."""
+        items: list[tuple[float, str]] = []
+        for x in list(self.sent):
+            if t0 <= x.t <= t1:
+                items.append((x.t, f"sent type {x.type} tid {x.tid}"))
+        for m in list(self.messages):
+            if t0 <= m.t <= t1:
+                v = m.value
+                if m.type == msg.RESULT and isinstance(v, list) and len(v) >= 3:
+                    what = f"RESULT tid {v[1]} status {v[2]}"
+                elif m.type == msg.REPORT and isinstance(v, list) and len(v) >= 3:
+                    what = f"REPORT {v[1]}/{v[2]}"
+                else:
+                    what = f"type {m.type}"
+                items.append((m.t, what))
+        items.sort(key=lambda i: i[0])
+        more = f", ... ({len(items) - limit} more)" if len(items) > limit else ""
+        return f"{self.label}: " + ", ".join(f"{1000 * (t - t0):.0f} ms {w}" for t, w in items[:limit]) + more
 
 
 class CanSession(Session):

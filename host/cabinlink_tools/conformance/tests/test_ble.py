@@ -17,7 +17,6 @@ from cabinlink.codec import encode
 
 from cabinlink_tools.conformance.ble_probe import SERVICE, SERVICE_LE, RX, TX, Advert, uuid_str
 from cabinlink_tools.conformance.check import Req, must, show
-from cabinlink_tools.conformance.model import registry_caps
 from cabinlink_tools.conformance.scenarios import padded_read
 
 START, END = 0x80, 0x40
@@ -27,6 +26,9 @@ START, END = 0x80, 0x40
 def ble_dut(dut: Any) -> Any:
     if not dut.target.has_ble:
         pytest.skip("the target has no BLE link")
+    live = dut.backgrounds.get("liveness")
+    if live is not None:  # a BLE session would be a fifth one while it keeps to four
+        live._thread.join(60)
     return dut
 
 
@@ -336,14 +338,14 @@ def test_M_6_6_3_ble_session_ends_with_connection(ble_dut: Any, req: Req) -> Non
     a.wait(lambda: a.reports(mark), 1.0)
     ble_dut.drop_ble()
     b = ble_dut.ble()  # a new connection, the suite's standing one from now on
-    t0 = time.time()
-    time.sleep(1.1)  # max_s 1: a REPORT of it would have come by now
+    # the old session's subscription must be gone: not found by UNSUBSCRIBE on the new
+    # connection (had the session outlived its connection and been taken over by the new
+    # one, the subscription would be found), and none of its REPORTs on the new connection
+    req.status(b.ask(msg.unsubscribe, info, reg.ATTR_DEVICE_INFO_HEALTH), msg.NOT_FOUND,
+               "UNSUBSCRIBE on the new connection (the old subscription must be gone)")
     reps = b.reports(0)
     req(not reps, f"{len(reps)} REPORT(s) of the previous connection's subscription on the new connection: the "
                   "session must end with the connection")
-    req.status(b.ask(msg.unsubscribe, info, reg.ATTR_DEVICE_INFO_HEALTH), msg.NOT_FOUND,
-               "UNSUBSCRIBE on the new connection (the old subscription must be gone)")
-    req(time.time() - t0 < 10, "unreachable")
 
 
 @must("M-8.3-3")
@@ -352,11 +354,11 @@ def test_M_8_3_3_no_notification_before_enabled(ble_dut: Any, req: Req) -> None:
     s = ble_dut.ble_connect(enable=False, label="BLE (notifications off)")
     try:
         stim = ble_dut.target.stimulus()
-        if stim is not None:
+        if stim is not None:  # an event the accessory would notify at once
             stim.fire()
-        time.sleep(0.35)
-        if stim is not None:
+            time.sleep(0.35)
             stim.undo()
+        time.sleep(0.05)
         req(not s.s.fragments, f"{len(s.s.fragments)} notification(s) on TX before the car enabled them: "
                                f"{s.s.fragments[0][1].hex(' ').upper() if s.s.fragments else ''}")
         s.s.enable()
@@ -367,8 +369,10 @@ def test_M_8_3_3_no_notification_before_enabled(ble_dut: Any, req: Req) -> None:
 
 @must("M-8.4-2")
 def test_M_8_4_2_sequence_numbers(ble_dut: Any, fresh: Any, req: Req) -> None:
-    for _ in range(8):  # > 64 fragments at ATT_MTU 23: the numbers wrap
+    for _ in range(16):  # until more than 64 fragments at ATT_MTU 23: the numbers wrap
         fresh.ask(msg.describe)
+        if len(fresh.s.fragments) > 70:
+            break
     seqs = [f[0] & 0x3F for _, f in fresh.s.fragments]
     req(seqs and seqs[0] == 0, f"the first fragment on a new connection has sequence number {seqs[:1]}, must be 0")
     bad = [(i, a, b) for i, (a, b) in enumerate(zip(seqs, seqs[1:])) if b != (a + 1) & 0x3F]

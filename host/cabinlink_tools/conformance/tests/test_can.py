@@ -11,7 +11,7 @@ from cabinlink import claim, isotp, msg
 from cabinlink import registry as reg
 from cabinlink.codec import encode
 
-from cabinlink_tools.conformance.check import Req, first, must, show
+from cabinlink_tools.conformance.check import Req, first, must
 from cabinlink_tools.conformance.scenarios import sf
 
 AUX = 0x01
@@ -44,6 +44,21 @@ def _answered(dut: Any, sa: int, tid: int, fi: int, window: float = 0.3) -> bool
     return bool(dut.probe.wait(hit, window))
 
 
+def _processed(dut: Any, can_id: int, tid: int) -> bool:
+    """A READ with ``tid`` sent from the main address on ``can_id``, answered: sent up to
+    three times (the same frame; one lost on the way, in a controller with two receive
+    buffers, is sent again as a car repeats a request, counted)."""
+    s = dut.session()
+    for k in range(3):
+        if k:
+            s.retries.append(["READ", tid])
+        fi = len(dut.probe.frames)
+        dut.probe.send(can_id, _read_sf(dut, tid))
+        if _answered(dut, 0, tid, fi, 0.6 if k < 2 else 1.0):
+            return True
+    return False
+
+
 def _ignored(dut: Any, tid: int, fi: int) -> bool:
     """Whether a request with ``tid`` sent from the main address (any priority, any odd
     identifier) went unanswered: a good READ from the same address follows, and its RESULT
@@ -51,37 +66,7 @@ def _ignored(dut: Any, tid: int, fi: int) -> bool:
     s = dut.session()
     r = s.ask(msg.read, dut.info_slot(), reg.ATTR_DEVICE_INFO_HEALTH)
     assert r[2] == msg.OK, r
-    return not _answered(dut, 0, tid, fi, 0)
-
-
-@must("M-7.1-3")
-def test_M_7_1_3_11_bit_and_remote_frames_ignored(can_dut: Any, req: Req) -> None:
-    d = can_dut
-    s = d.session()
-    c0 = d.counters_exact()
-    mal0, drop0 = c0[reg.ATTR_DEVICE_INFO_RX_MALFORMED], c0[reg.ATTR_DEVICE_INFO_RX_DROPPED]
-    cases = []
-    tid = s.next_tid()
-    fi = len(d.probe.frames)
-    # an 11-bit frame carrying a READ single frame, with the accessory's address in its id
-    d.probe.send(d.addr, _read_sf(d, tid), ext=False)
-    d.probe.send(0x7FF & isotp.phys_id(6, d.addr, 0), _read_sf(d, tid), ext=False)
-    cases.append(("11-bit frames", tid, fi))
-    tid = s.next_tid()
-    fi = len(d.probe.frames)
-    d.probe.send(isotp.phys_id(6, d.addr, 0), bytes(8), rtr=True)  # a remote frame on the physical id
-    d.probe.send(claim.request_id(claim.GLOBAL, 0), bytes(3), rtr=True)
-    cases.append(("remote frames", tid, fi))
-    # 29-bit frames of other users of a shared bus: ignored, not counted
-    for can_id in (0x18F00400 | 0x10, 0x0CFE6C17, 0x18FF0000 | d.addr):
-        d.probe.send(can_id, bytes(range(8)))
-    for what, t, fi in cases:
-        req(_ignored(d, t, fi), f"the accessory answered {what}")
-    req.status(s.ask(msg.hello), msg.OK, "HELLO after the frames to ignore")
-    c1 = d.counters_exact()
-    mal1, drop1 = c1[reg.ATTR_DEVICE_INFO_RX_MALFORMED], c1[reg.ATTR_DEVICE_INFO_RX_DROPPED]
-    req(mal1 == mal0 and drop1 == drop0, f"frames that are no CabinLink messages changed the message counters "
-                                         f"(rx_malformed {mal0} -> {mal1}, rx_dropped {drop0} -> {drop1})")
+    return not _answered(dut, s.peer.sa, tid, fi, 0)
 
 
 @must("M-7.1-1")
@@ -99,11 +84,8 @@ def test_M_7_2_1_any_priority_only_edp_dp_zero(can_dut: Any, req: Req) -> None:
     d = can_dut
     s = d.session()
     for prio in (0, 1, 3, 5, 7):
-        tid = s.next_tid()
-        fi = len(d.probe.frames)
-        d.probe.send(isotp.phys_id(prio, d.addr, 0), _read_sf(d, tid))
-        req(_answered(d, 0, tid, fi, 1.0), f"a READ on priority {prio} (id {isotp.phys_id(prio, d.addr, 0):08X}) "
-                                           "was not answered")
+        req(_processed(d, isotp.phys_id(prio, d.addr, 0), s.next_tid()),
+            f"a READ on priority {prio} (id {isotp.phys_id(prio, d.addr, 0):08X}) was not answered (sent three times)")
     for name, bits in (("DP = 1", 1 << 24), ("EDP = 1", 1 << 25), ("EDP = DP = 1", 3 << 24)):
         tid = s.next_tid()
         fi = len(d.probe.frames)
@@ -138,7 +120,5 @@ def test_M_7_2_3_own_address_or_global_only(can_dut: Any, req: Req) -> None:
     d.probe.send(isotp.func_id(6, other, 0), _read_sf(d, tid))
     req(_ignored(d, tid, fi), f"a functional READ to 0x{other:02X} (not the accessory, not 0xFF) was answered")
     for ta in (d.addr, claim.GLOBAL):
-        tid = s.next_tid()
-        fi = len(d.probe.frames)
-        d.probe.send(isotp.func_id(6, ta, 0), _read_sf(d, tid))
-        req(_answered(d, 0, tid, fi, 1.0), f"a functional READ to 0x{ta:02X} was not processed")
+        req(_processed(d, isotp.func_id(6, ta, 0), s.next_tid()),
+            f"a functional READ to 0x{ta:02X} was not processed (sent three times)")

@@ -7,9 +7,8 @@ import statistics
 import time
 from typing import Any
 
-import pytest
 
-from cabinlink import claim, isotp, msg
+from cabinlink import claim, msg
 from cabinlink import registry as reg
 from cabinlink.codec import decode, encode
 

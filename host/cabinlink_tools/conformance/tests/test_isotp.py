@@ -14,7 +14,7 @@ from cabinlink import registry as reg
 from cabinlink.codec import decode, encode
 
 from cabinlink_tools.conformance.check import Req, early, first, must, show
-from cabinlink_tools.conformance.scenarios import PAD, RawConn, TxTimerResult, cf, fc, ff, padded_read, segments, sf
+from cabinlink_tools.conformance.scenarios import STMIN_TOL, RawConn, TxTimerResult, cf, fc, ff, padded_read, segments, sf
 
 AUX = 0x01
 
@@ -241,6 +241,7 @@ def test_M_7_5_2_fc_carries_the_data_priority(dut: Any, req: Req) -> None:
         c = RawConn(dut, AUX, prio)
         try:
             tid = c.session.next_tid()
+            c.session.unanswerable.add(tid)  # only the flow control is judged here
             m = c.mark()
             err = c.send_message(padded_read(tid, dut.info_slot(), 0, 20))
             f = c.wait_frame(m, 3)
@@ -260,10 +261,14 @@ def test_M_7_5_3_connections_per_identifier(dut: Any, req: Req, conn: RawConn) -
     conn.send(ff0)
     req(conn.wait_frame(m, 3), "no flow control after a first frame on priority 6")
     # meanwhile a complete request on the priority-3 identifier between the same two nodes
+    # (its answer a single frame; sent once more if it got lost on the way, within N_Cr of
+    # the reception in progress)
     tid_b = s.next_tid()
-    mark = s.mark()
-    dut.probe.send(isotp.phys_id(3, conn.acc, AUX), sf(encode(msg.read(tid_b, info, reg.ATTR_DEVICE_INFO_VENDOR))))
-    r = _result(dut, conn, tid_b, m)
+    for _ in range(2):
+        dut.probe.send(isotp.phys_id(3, conn.acc, AUX), sf(encode(msg.read(tid_b, info, reg.ATTR_DEVICE_INFO_HEALTH))))
+        r = _result(dut, conn, tid_b, m, 0.4)
+        if r is not None:
+            break
     req(r is not None and r[2] == msg.OK, f"a request on priority 3 during a priority-6 reception was answered {show(r)}")
     # the priority-6 reception goes on undisturbed
     m2 = conn.mark()
@@ -298,7 +303,7 @@ def test_M_7_4_5_sender_honours_bs_and_stmin(dut: Any, req: Req, tx: TxTimerResu
     req(c is not None and c.frames, f"the DESCRIBE answer did not start ({c.note if c else 'not run'})")
     cfs = c.cfs()
     req(c.complete, f"with BS 2, STmin 20 ms the answer stopped after {len(cfs)} of {tx.total_cfs} CFs")
-    bad = early([f.t for f in cfs], 0.020, 0.002)
+    bad = early([f.t for f in cfs], 0.020, STMIN_TOL)
     req(not bad, f"STmin 20 ms: CFs {cfs[bad[0][0] - 1].data[0] & 0xF} and {cfs[bad[0][0]].data[0] & 0xF} only "
                  f"{1000 * bad[0][1]:.1f} ms apart" if bad else "")
     # never more than BS CFs between two FCs
@@ -350,17 +355,3 @@ def test_M_7_4_11_timers_applied(dut: Any, req: Req, tx: TxTimerResult) -> None:
     req(not rx.error, rx.error)
     req(rx.answered_after_long_pause is None, f"N_Cr: CFs sent {rx.pause_late} s after the flow control must find the "
                                               f"reception aborted, the message was answered {show(rx.answered_after_long_pause)}")
-
-
-@must("M-7.4-14")
-def test_M_7_4_14_one_message_at_a_time_per_connection(dut: Any, req: Req) -> None:
-    from cabinlink_tools.conformance.tests.test_subscriptions import stall
-
-    if dut.probe is None:
-        pytest.skip("needs the CAN link")
-    st = dut.cached("stall", lambda: stall(dut))
-    # while the DESCRIBE answer waits for its FC (withheld; N_Bs aborts it after 1 s), no
-    # other message may start on the same connection
-    during = [f for f in st.frames if f.prio == 6 and st.ff_at < f.t < st.ff_at + 0.98
-              and f.data and f.data[0] >> 4 in (0, 1)]
-    req(not during, f"a new message started on the connection while the previous one was still in progress: {first(during)}")

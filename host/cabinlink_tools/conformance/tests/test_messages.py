@@ -66,19 +66,27 @@ def write_sweep(dut: Any) -> list[tuple[Any, ...]]:
             out.append((c, a, "not a value", r, s.value(msg.read, c.slot, a.id) if a.readable else None, old, "ro"))
             continue
         bads = []
-        for bad in a.samples_invalid():
-            r = s.ask(msg.write, c.slot, a.id, bad)
-            if r[2] == msg.OK and a.readable:  # accepted: see what it did, then put it back
-                bads.append((bad, r, s.value(msg.read, c.slot, a.id)))
-                s.ask(msg.write, c.slot, a.id, old)
-            else:
-                bads.append((bad, r, None))
+        samples = a.samples_invalid()
+        # sent together (their answers do not depend on each other: each is refused, or
+        # accepted and the value read below shows it)
+        for bad, r in zip(samples, s.ask_many([(msg.write, (c.slot, a.id, bad)) for bad in samples])):
+            bads.append((bad, r, None))
+        if any(r[2] == msg.OK for _, r, _ in bads) and a.readable:
+            # one was accepted: each on its own now, to see what it did, and put back
+            bads = []
+            for bad in samples:
+                r = s.ask(msg.write, c.slot, a.id, bad)
+                if r[2] == msg.OK:
+                    bads.append((bad, r, s.value(msg.read, c.slot, a.id)))
+                    s.ask(msg.write, c.slot, a.id, old)
+                else:
+                    bads.append((bad, r, None))
         # one READ after all the refused writes: any of them that changed the value shows
         after = s.value(msg.read, c.slot, a.id) if a.readable else None
         for bad, r, seen in bads:
             out.append((c, a, bad, r, seen if seen is not None else after, old, "bad"))
-        for good in a.samples_valid():
-            r = s.ask(msg.write, c.slot, a.id, good)
+        goods = a.samples_valid()
+        for good, r in zip(goods, s.ask_many([(msg.write, (c.slot, a.id, g)) for g in goods])):
             out.append((c, a, good, r, None, old, "good"))
         if a.readable:
             s.ask(msg.write, c.slot, a.id, old)

@@ -13,7 +13,7 @@ from cabinlink import registry as reg
 from cabinlink_tools.conformance.check import Req, must, show
 
 FIRST = 0x04  # car addresses 0x04.. are used here
-OTHERS = (0x01, 0x02, 0x03, 0x0C, 0x0D, 0x0E)
+OTHERS = (0x01, 0x02, 0x03, 0x0B, 0x0C, 0x0D, 0x0E)
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +21,10 @@ def can_dut(dut: Any) -> Any:
     if dut.probe is None:
         pytest.skip("needs the CAN link (car addresses)")
     dut.backgrounds["liveness"].result(30)  # its subscriptions are gone by then
+    for name in ("phase2", "stall", "counting"):  # and those of the other scenarios
+        b = dut.backgrounds.get(name)
+        if b is not None:
+            b._thread.join(60)
     # the suite's other cars fall silent, so they are the least recently heard from now on
     for sa in OTHERS:
         dut.probe.remove_peer(sa)

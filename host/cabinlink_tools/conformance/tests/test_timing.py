@@ -9,7 +9,7 @@ import pytest
 from cabinlink import claim
 
 from cabinlink_tools.conformance.check import Req, early, must
-from cabinlink_tools.conformance.scenarios import LivenessResult
+from cabinlink_tools.conformance.scenarios import STMIN_TOL, LivenessResult
 
 TOL = 0.030  # see test_subscriptions.TOL
 SETTLE_TOL = 0.010  # the claim itself may cross the bus a little after its hand-over
@@ -89,7 +89,7 @@ def test_M_2_3_2_floors_not_shortened(dut: Any, req: Req) -> None:
         c = tx.cases.get("bs2_stmin20")
         if c is not None:
             cfs = c.cfs()
-            bad = early([f.t for f in cfs], 0.020, 0.002)
+            bad = early([f.t for f in cfs], 0.020, STMIN_TOL)
             req(not bad, f"ISO-TP STmin 20 ms: CFs {1000 * bad[0][1]:.1f} ms apart" if bad else "")
             checked.append("STmin")
         # the claim settle time of every boot the suite watched from its first frame

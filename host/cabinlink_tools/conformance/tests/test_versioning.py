@@ -2,13 +2,12 @@
 (10)."""
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from cabinlink import msg
 from cabinlink import registry as reg
 
-from cabinlink_tools.conformance.cbor_check import Raw, array, bstr, cmap, text, uint
+from cabinlink_tools.conformance.cbor_check import Raw, array, cmap, text, uint
 from cabinlink_tools.conformance.check import Req, must, show
 
 
@@ -48,9 +47,7 @@ def test_M_10_1_unknown_items_end_nothing(dut: Any, req: Req) -> None:
     boots = s.value(msg.read, info, reg.ATTR_DEVICE_INFO_BOOT_COUNT)
     up0 = s.value(msg.read, info, reg.ATTR_DEVICE_INFO_UPTIME_S)
     r = s.ask(msg.subscribe, info, reg.ATTR_DEVICE_INFO_HEALTH, 0, 1)
-    req.status(r, msg.OK, "SUBSCRIBE device_info.health (to watch it survive)")
-    t_sub = time.time()
-    mark = s.mark()
+    req.status(r, msg.OK, "SUBSCRIBE device_info.health (to see it survive)")
     # every row of the table of section 10 that a car can send
     for t in (16, 20, 31):
         s.request([t, s.next_tid(), "future"])
@@ -60,10 +57,8 @@ def test_M_10_1_unknown_items_end_nothing(dut: Any, req: Req) -> None:
     s.request(Raw(array(uint(msg.HELLO), uint(s.next_tid()), uint(0), uint(1),
                         cmap((text("zz"), uint(1)), (uint(99), uint(2))))))
     s.ask(msg.invoke, info, 0, [0, "extra", 3])  # identify(0) + unknown arguments
-    # the subscription keeps reporting, the unit did not reset, the session still answers
-    ok = s.wait(lambda: [m for m in s.reports(mark, info, reg.ATTR_DEVICE_INFO_HEALTH) if m.t > t_sub + 0.9], 2.5)
-    req(ok, "the subscription stopped reporting after unknown message types, trailing elements and "
-            "unknown arguments (max_s 1, no REPORT for 2.5 s)")
+    # the unit did not reset (boot_count, uptime_s), the session still answers, and the
+    # subscription still exists: its UNSUBSCRIBE answers OK
     req(s.value(msg.read, info, reg.ATTR_DEVICE_INFO_BOOT_COUNT) == boots, "the accessory reset (boot_count changed)")
     up1 = s.value(msg.read, info, reg.ATTR_DEVICE_INFO_UPTIME_S)
     req(up1 >= up0, f"the accessory reset (uptime went {up0} -> {up1})")
