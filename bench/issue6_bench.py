@@ -27,6 +27,7 @@ host wall time is reported separately for one board.
 """
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -39,6 +40,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,7 +54,10 @@ from cabinlink.can_link import CanLink  # noqa: E402
 from cabinlink.codec import encode  # noqa: E402
 from cabinlink.clock import Clock  # noqa: E402
 from cabinlink_tools.canbus import PythonCanController  # noqa: E402
+from cabinlink_tools.car import Car  # noqa: E402
+from cabinlink_tools.car.bindings import BindingRunner, load_bindings  # noqa: E402
 from cabinlink_tools.car.client import CarClient, Pending  # noqa: E402
+from cabinlink_tools.car.model import Description  # noqa: E402
 from cabinlink_tools.sim import canbus as cb  # noqa: E402
 from cabinlink_tools.sim.simulation import Accessory, Simulation  # noqa: E402
 
@@ -116,29 +121,46 @@ class PowerGate(cb.SimBusServer):
 # The car: CanLink + CarClient, binding every new NAME
 # ---------------------------------------------------------------------------------------
 
-Plan = Callable[[dict[int, Any]], list[tuple[int, int]]]
+Sub = tuple[int, int, int, int]  # (slot, attr, min_ms, max_s) of one SUBSCRIBE
+Plan = Callable[[dict[int, Any]], list[Sub]]
 
 
-def plan_all_reportable(desc: dict[int, Any]) -> list[tuple[int, int]]:
+def plan_reference_car(desc: dict[int, Any]) -> list[Sub]:
+    """What the reference car subscribes to with its default bindings, over CAN: every
+    reportable attribute but device_info's (the heartbeat carries health and mode), numbers
+    at min 1000 ms and states at min 0, max 60 s (``car/default_bindings.toml``), taken from
+    the car's own planner so that this bench follows the car."""
+    acc = SimpleNamespace(description=Description.parse(desc), transport="can", bindings=[])
+    runner = BindingRunner(load_bindings(None), SimpleNamespace(moving=False),
+                           lambda *a: None, lambda *a: None, lambda: [])
+    return [(slot, attr, s.min_ms, s.max_s)
+            for (slot, attr), s in sorted(runner.subscriptions(acc).items())]  # type: ignore[arg-type]
+
+
+def plan_all_reportable(desc: dict[int, Any]) -> list[Sub]:
     """Every (slot, attr) the description lists whose registry entry has the report right
-    (device_info included), in slot order: "every attribute of every capability" that a
-    SUBSCRIBE may ask for."""
+    (device_info included), in slot order, at min 1000 ms, max 60 s: "every attribute of
+    every capability" that a SUBSCRIBE may ask for (the heaviest plan)."""
     out = []
     for slot, entry in enumerate(desc.get(msg.D_CAPS, [])):
         specs = reg.attr_specs(entry.get(msg.C_ID)) or {}
         for attr in entry.get(msg.C_ATTRS, []):
             spec = specs.get(attr)
             if spec is not None and spec[1] & reg.A_REPORT:
-                out.append((slot, attr))
+                out.append((slot, attr, 1000, 60))
     return out
 
 
-def plan_temperature(desc: dict[int, Any]) -> list[tuple[int, int]]:
-    """Only the temperature value (the 1 Hz bus-load case)."""
+def plan_temperature(desc: dict[int, Any]) -> list[Sub]:
+    """Only the temperature value, min 1000 ms, max 1 s (the 1 Hz bus-load case)."""
     for slot, entry in enumerate(desc.get(msg.D_CAPS, [])):
         if entry.get(msg.C_ID) == reg.CAP_TEMPERATURE:
-            return [(slot, reg.ATTR_TEMPERATURE_VALUE)]
+            return [(slot, reg.ATTR_TEMPERATURE_VALUE, 1000, 1)]
     return []
+
+
+PLANS: dict[str, Plan] = {"reference car": plan_reference_car,
+                          "every reportable": plan_all_reportable}
 
 
 @dataclass
@@ -154,7 +176,7 @@ class Binding:
     phase: str = "wait"  # wait, hello, describe, subscribe, bound, failed
     pending: Pending | None = None
     last: tuple[Callable[..., list[Any]], tuple[Any, ...]] | None = None  # to repeat it
-    plan: list[tuple[int, int]] = field(default_factory=list)
+    plan: list[Sub] = field(default_factory=list)
     step: int = 0
     subs_ok: int = 0
     refused: int = 0
@@ -164,40 +186,26 @@ class Binding:
     desc_t: float | None = None
     desc_bytes: int = 0
     sub_sent: dict[tuple[int, int], float] = field(default_factory=dict)
-    primed: dict[tuple[int, int], float] = field(default_factory=dict)
+    primed: dict[Any, float] = field(default_factory=dict)  # (slot, attr), or path: first REPORT
     bound_t: float | None = None
 
 
-class BindingCar:
-    """A car on the simulated bus that binds every accessory that claims an address.
+class BusWatch:
+    """What a car's bring-up is measured against, seen on the simulated bus by a listener:
+    every frame (bus time, bits), each accessory's Address Claimed frames (a :class:`Binding`
+    per NAME, started over when the accessory moves) and its first HEARTBEAT after a claim
+    (the settle time is over). Subclasses drive a car and fill in the rest of the Binding;
+    call :meth:`pump` from one thread."""
 
-    It watches the bus (listener) for Address Claimed and HEARTBEAT frames, and once an
-    accessory's first HEARTBEAT after its claim shows its settle time is over, sends
-    HELLO, DESCRIBE, then one SUBSCRIBE per planned attribute, one request at a time per
-    accessory (spec 5.2), retrying a request that failed or timed out. Call :meth:`pump`
-    from one thread."""
-
-    def __init__(self, sim: Simulation, plan: Plan, min_ms: int = 1000, max_s: int = 60,
-                 max_retries: int = 5) -> None:
+    def __init__(self, sim: Simulation) -> None:
         self.sim = sim
         self.bus = sim.bus
-        self.plan = plan
-        self.min_ms = min_ms
-        self.max_s = max_s
-        self.max_retries = max_retries
-        self.clock = Clock()
-        self.client = CarClient(self.clock)
-        self.client.on_report = self._on_report
-        self.link = CanLink(PythonCanController(sim.can_peer()), self.client, self.clock,
-                            claim.make_name(1, 0xBF, arbitrary=False), 0x00, pool=(0, 15),
-                            rx_max=4095, max_channels=128)
         self.bindings: dict[int, Binding] = {}  # by NAME
         self._lock = threading.Lock()
         self._claims: list[tuple[float, int, int]] = []  # (t, addr, NAME) from the listener
         self._hbs: list[tuple[float, int]] = []  # (t, addr)
         self.frames: list[tuple[float, int, int, bytes]] = []  # (t_end, bits, id, data)
         self.bus.add_listener(self._listen)
-        self.link.start()
 
     def close(self) -> None:
         self.bus.remove_listener(self._listen)
@@ -220,24 +228,7 @@ class BindingCar:
             with self._lock:
                 self._hbs.append((ev.timestamp, sa))
 
-    def _on_report(self, acc: Any, slot: int, attr: int, value: Any) -> None:
-        now = self.bus.now()
-        for b in self.bindings.values():
-            if b.addr == acc.peer and (slot, attr) in b.sub_sent and (slot, attr) not in b.primed:
-                b.primed[(slot, attr)] = now
-
-    # --- the car's loop --------------------------------------------------------------
-    def pump(self, seconds: float, until: Callable[[], bool] | None = None) -> bool:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            self.link.poll()
-            self._step()
-            if until is not None and until():
-                return True
-            time.sleep(0.0005)
-        return until is None
-
-    def _step(self) -> None:
+    def _bus_news(self) -> None:
         with self._lock:
             claims, self._claims = self._claims, []
             hbs, self._hbs = self._hbs, []
@@ -256,6 +247,59 @@ class BindingCar:
             for b in self.bindings.values():
                 if b.addr == addr and b.ready_t is None and t > b.claim_t:
                     b.ready_t = t
+
+    def pump(self, seconds: float, until: Callable[[], bool] | None = None) -> bool:
+        """Run the car for ``seconds`` of wall time, or until ``until()`` holds."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self._step()
+            if until is not None and until():
+                return True
+            time.sleep(0.0005)
+        return until is None
+
+    def _step(self) -> None:
+        self._bus_news()
+
+    def bound(self, b: Binding) -> bool:
+        """Bound: every planned SUBSCRIBE answered and every granted one primed."""
+        if b.phase != "bound":
+            return False
+        if len(b.primed) < b.subs_ok:
+            return False
+        if b.bound_t is None:
+            b.bound_t = max(b.primed.values(), default=b.desc_t or 0.0)
+        return True
+
+
+class BindingCar(BusWatch):
+    """A bench car that binds every accessory that claims an address, built from the core's
+    CanLink + CarClient: once an accessory's first HEARTBEAT after its claim shows its settle
+    time is over, it sends HELLO, DESCRIBE, then one SUBSCRIBE per planned attribute, one
+    request at a time per accessory (spec 5.2), retrying a request that failed or timed out.
+    It polls its link every 0.5 ms."""
+
+    def __init__(self, sim: Simulation, plan: Plan, max_retries: int = 5) -> None:
+        super().__init__(sim)
+        self.plan = plan
+        self.max_retries = max_retries
+        self.clock = Clock()
+        self.client = CarClient(self.clock)
+        self.client.on_report = self._on_report
+        self.link = CanLink(PythonCanController(sim.can_peer()), self.client, self.clock,
+                            claim.make_name(1, 0xBF, arbitrary=False), 0x00, pool=(0, 15),
+                            rx_max=4095, max_channels=128)
+        self.link.start()
+
+    def _on_report(self, acc: Any, slot: int, attr: int, value: Any) -> None:
+        now = self.bus.now()
+        for b in self.bindings.values():
+            if b.addr == acc.peer and (slot, attr) in b.sub_sent and (slot, attr) not in b.primed:
+                b.primed[(slot, attr)] = now
+
+    def _step(self) -> None:
+        self.link.poll()
+        self._bus_news()
         for b in self.bindings.values():
             self._advance(b)
 
@@ -314,19 +358,75 @@ class BindingCar:
             b.phase = "bound"
             b.pending = None
             return
-        slot, attr = b.plan[b.step]
+        slot, attr, min_ms, max_s = b.plan[b.step]
         b.sub_sent[(slot, attr)] = self.bus.now()
-        self._request(b, msg.subscribe, slot, attr, self.min_ms, self.max_s)
+        self._request(b, msg.subscribe, slot, attr, min_ms, max_s)
 
-    def bound(self, b: Binding) -> bool:
-        """Bound: every planned SUBSCRIBE answered and every granted one primed."""
-        if b.phase != "bound":
-            return False
-        if len(b.primed) < b.subs_ok:
-            return False
-        if b.bound_t is None:
-            b.bound_t = max(b.primed.values(), default=b.desc_t or 0.0)
-        return True
+
+
+class ReferenceCar(BusWatch):
+    """The reference car itself (:class:`cabinlink_tools.car.Car`, default bindings) on the
+    simulated bus, in its own event loop thread; its events ("described", "value", "ready")
+    are stamped with bus time as they happen. ``ready`` is the car's own verdict (every
+    wanted SUBSCRIBE answered); bound also needs each granted subscription's priming
+    REPORT, as for the bench car."""
+
+    def __init__(self, sim: Simulation) -> None:
+        super().__init__(sim)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="reference car",
+                                        daemon=True)
+        self._thread.start()
+        self.car = Car(can=f"cabinlink:{sim.bus_address}")
+        self._events: list[tuple[float, int | None, str, Any]] = []
+        self._call(self.car.start())
+        self.car.on(self._on_event, ("described", "value", "ready", "warning"))
+
+    def _call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
+
+    def close(self) -> None:
+        try:
+            self._call(self.car.stop())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(5)
+            super().close()
+
+    def _on_event(self, ev: Any) -> None:  # the car's loop
+        acc = self.car.engine.accessories.get(ev.acc)
+        if acc is None or acc.name is None:
+            return
+        if ev.kind == "described" and acc.description is not None:
+            info: Any = len(encode(acc.description.raw))
+        elif ev.kind == "ready":
+            info = set(ev.data["subscriptions"])  # attribute paths, e.g. "co2.value"
+        elif ev.kind == "warning":  # a request refused, failed or timed out
+            info = ev.text
+        else:
+            info = ev.data["path"]
+        with self._lock:
+            self._events.append((self.bus.now(), acc.name, ev.kind, info))
+
+    def _step(self) -> None:
+        self._bus_news()
+        with self._lock:
+            events, self._events = self._events, []
+        for t, name, kind, info in events:
+            b = self.bindings.get(name)
+            if b is None:
+                continue
+            if kind == "described":
+                b.desc_t, b.desc_bytes, b.phase = t, info, "subscribe"
+            elif kind == "value":
+                b.primed.setdefault(info, t)
+            elif kind == "warning":  # the car repeats the request (a refusal is not retried)
+                b.retries += 1
+                b.failures.append(info)
+            elif kind == "ready":
+                b.subs_ok = len(info)
+                b.primed = {k: v for k, v in b.primed.items() if k in info}
+                b.phase = "bound"
 
 
 # ---------------------------------------------------------------------------------------
@@ -334,8 +434,8 @@ class BindingCar:
 # ---------------------------------------------------------------------------------------
 
 
-def _fleet(n: int, runtime: str, app: str, plan: Plan, *, max_s: int = 60,
-           after: Callable[[Simulation, BindingCar, list[Binding]], dict[str, Any]] | None = None,
+def _fleet(n: int, runtime: str, app: str, plan: Plan | None, *,
+           after: Callable[[Simulation, Any, list[Binding]], dict[str, Any]] | None = None,
            timeout_s: float = 60.0) -> dict[str, Any]:
     with Simulation() as sim:
         accs: dict[str, Accessory] = {}
@@ -358,7 +458,7 @@ def _fleet(n: int, runtime: str, app: str, plan: Plan, *, max_s: int = 60,
                 accs[nm] = sim.add(BOARD, app, runtime, name=nm, start=False)
         finally:
             sim.bus_address = real_address
-        car = BindingCar(sim, plan, max_s=max_s)
+        car: BusWatch = ReferenceCar(sim) if plan is None else BindingCar(sim, plan)
         car.pump(0.4)  # the car's own claim settles first
         t_start = time.monotonic()
         for a in accs.values():
@@ -420,14 +520,22 @@ def _fleet(n: int, runtime: str, app: str, plan: Plan, *, max_s: int = 60,
     }
 
 
-def plug_in(n: int = 1, runtime: str = "micropython", app: str = "ambient") -> dict[str, Any]:
+def plug_in(n: int = 1, runtime: str = "micropython", app: str = "ambient",
+            plan: str = "reference car", car: str = "bench") -> dict[str, Any]:
     """Power ``n`` boards running ``app`` at the same instant; the car binds them all.
+    ``car``: "bench" (:class:`BindingCar`, subscribing as ``plan``, a key of :data:`PLANS`,
+    says) or "reference" (:class:`ReferenceCar`: the reference car with its default
+    bindings, whose plan is "reference car").
 
     Returns per-accessory phases and the fleet's figures (ms of bus time from power-on):
     ``bound_max_ms`` (the last accessory bound), ``bound_median_ms``,
     ``claim_to_ready_median_ms`` (the settle time as the bus shows it), ``reclaims``
     (address contests lost), ``retries`` (requests repeated)."""
-    return _fleet(n, runtime, app, plan_all_reportable)
+    if car == "reference":
+        if plan != "reference car":
+            raise ValueError("the reference car subscribes as its bindings say: plan 'reference car'")
+        return {**_fleet(n, runtime, app, None), "plan": plan, "car": car}
+    return {**_fleet(n, runtime, app, PLANS[plan]), "plan": plan, "car": car}
 
 
 def bus_load(n: int = 16, runtime: str = "micropython", app: str = "ambient",
@@ -463,7 +571,7 @@ def bus_load(n: int = 16, runtime: str = "micropython", app: str = "ambient",
                 "busy_load": sum(b for _, b, _, _ in got) / BITRATE / span,
                 "spec_load": fps * SPEC_FRAME_MS / 1000, "spec_example_load": SPEC_EXAMPLE_LOAD}
 
-    return _fleet(n, runtime, app, plan_temperature, max_s=1, after=measure)
+    return _fleet(n, runtime, app, plan_temperature, after=measure)
 
 
 # ---------------------------------------------------------------------------------------
@@ -737,16 +845,19 @@ def run_all(quick: bool = False, reps: int = 3) -> dict[str, Any]:
     if quick:
         combos = combos[1:2]
     plug: list[dict[str, Any]] = []
-    for app, runtime in combos:
-        for n in (1, fleet):
-            runs = []
-            for _ in range(reps):
-                try:
-                    runs.append(plug_in(n, runtime, app))
-                except Exception as e:  # noqa: BLE001 - reported in the table
-                    runs.append({"n": n, "runtime": runtime, "app": app,
-                                 "error": f"{type(e).__name__}: {e}"})
-            plug.append(_median_run(runs))
+    # The reference car itself; then the bench car with the heaviest plan, one accessory.
+    cases = [(app, runtime, n, "reference car", "reference")
+             for app, runtime in combos for n in (1, fleet)]
+    cases += [(app, runtime, 1, "every reportable", "bench") for app, runtime in combos]
+    for app, runtime, n, plan, car in cases:
+        runs = []
+        for _ in range(reps):
+            try:
+                runs.append(plug_in(n, runtime, app, plan, car))
+            except Exception as e:  # noqa: BLE001 - reported in the table
+                runs.append({"n": n, "runtime": runtime, "app": app, "plan": plan, "car": car,
+                             "error": f"{type(e).__name__}: {e}"})
+        plug.append(_median_run(runs))
     try:
         load = bus_load(fleet, "micropython", "ambient", window_s=2.0 if quick else 5.0)
     except Exception as e:  # noqa: BLE001
@@ -766,24 +877,28 @@ def tables(r: dict[str, Any]) -> list[Table]:
     rows = []
     for x in r["plug_in"]:
         if "error" in x:
-            rows.append([x["app"], x["runtime"], str(x["n"]), "error", x["error"][:70], "", "", "", "", ""])
+            rows.append([x["app"], x["runtime"], x["car"], x["plan"], str(x["n"]), "error",
+                         x["error"][:70], "", "", "", "", ""])
             continue
         goal = GOAL_ONE_S if x["n"] == 1 else GOAL_FLEET_S
         desc = max((p["on_to_desc_ms"] or 0 for p in x["per"]), default=0)
         met = x["all_bound"] and x["bound_max_ms"] <= goal * 1000
         worst = x.get("worst_bound_max_ms", x["bound_max_ms"])
-        rows.append([x["app"], x["runtime"], str(x["n"]), str(x["subscriptions"] // max(x["n"], 1)),
+        rows.append([x["app"], x["runtime"], x["car"], x["plan"], str(x["n"]),
+                     str(x["subscriptions"] // max(x["n"], 1)),
                      _ms(x["claim_to_ready_median_ms"]), _ms(desc), _ms(x["bound_median_ms"]),
                      f"{_ms(x['bound_max_ms'])} ({_ms(worst)})", str(x["retries"] + x["reclaims"]),
                      ("yes" if met else "NO") + f" (<= {goal * 1000:.0f})"])
-    rows.append(["Cyphal plug-and-play (reference, not measured)", "", "", "", "", "", "",
+    rows.append(["Cyphal plug-and-play (reference, not measured)", "", "", "", "", "", "", "", "",
                  f"<= {CYPHAL_PNP_REQUEST_S * 1000:.0f} per allocation request", "", ""])
     reps = max((x.get("runs", 1) for x in r["plug_in"]), default=1)
     plug = (f"Plug-in to bound: power-on -> the car has the description and live subscriptions "
-            f"(every reportable attribute), bus time, ms; boards powered at the same instant "
-            f"(median run of {reps}, worst in brackets); the settle column is the 250 ms of "
-            f"spec 7.3 inside it",
-            ["app", "runtime", "accessories", "subs each", "claim -> 1st heartbeat (settle)",
+            f"(car 'reference': the reference car, cabinlink_tools.car.Car, with its default "
+            f"bindings; car 'bench': the core's CanLink + CarClient, plan 'every reportable': "
+            f"every reportable attribute, device_info's too), "
+            f"bus time, ms; boards powered at the same instant (median run of {reps}, worst in "
+            f"brackets); the settle column is the 250 ms of spec 7.3 inside it",
+            ["app", "runtime", "car", "plan", "accessories", "subs each", "claim -> 1st heartbeat (settle)",
              "-> description (max)", "-> bound median", "-> bound max (worst)", "retries+reclaims",
              "goal met"], rows)
     lo = r["bus_load"]

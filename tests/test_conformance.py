@@ -103,10 +103,6 @@ def test_ble_target_without_bleak_is_skipped_with_the_reason(tmp_path: Path) -> 
 ACCESSORY_TARGETS = [f"sim:{app}:{rt}" for app in ("ambient", "controller", "mount") for rt in ("cpython", "micropython")]
 
 
-@pytest.mark.xfail(reason="issue 6 open: some timing MUSTs (ISO-TP BS/STmin and timers, "
-                          "subscription periods) still fail against the controller and mount "
-                          "targets on a loaded 2-core host; the run and its report are kept so "
-                          "every failure stays visible", strict=False)
 def test_reference_accessories_and_car_pass(tmp_path: Path) -> None:
     """The acceptance: all three reference accessories under both runtimes, and the
     reference car. Two runs at a time (the machine has two cores)."""

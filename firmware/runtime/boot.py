@@ -24,7 +24,7 @@ from runtime.store import Settings, write_json
 
 FIRMWARE_VERSION = "0.1.0"
 _WDT_MS = 8000  # watchdog timeout; fed every second while the loop runs
-_POLL_MS = 2  # link and node polling period
+_POLL_MS = 2  # link and node polling period (sooner when a link's IRQ wakes it)
 
 
 def identity_number():
@@ -44,6 +44,7 @@ class Runtime:
         self.app = None
         self.node = None
         self.links = []
+        self.wake = asyncio.ThreadSafeFlag()  # the links' IRQs: poll now
         self.identify_until = None
         self.reboot_at = None
 
@@ -135,7 +136,8 @@ class Runtime:
         # lets an ISO-TP sender have one CF in flight at a time (block size 1, spec 7.4):
         # a pause of the firmware (a GC) then never overflows its receive buffers.
         bs = 1 if getattr(ctl, "RX_QUEUE_LEN", 32) < 8 else 0
-        link = CanLink(ctl, self.node, self.clock, name, can_cfg.get("preferred_address"), bs=bs)
+        link = CanLink(ctl, self.node, self.clock, name, can_cfg.get("preferred_address"), bs=bs,
+                       wake=self.wake)
         link.start()
         self.links.append(link)
         self.log.info("can link: %d bit/s, NAME %08x%08x" % (bitrate, name >> 32, name & 0xFFFFFFFF))
@@ -155,7 +157,8 @@ class Runtime:
         name = ble_cfg.get("name") or "CabinLink %04x" % (identity_number() & 0xFFFF)
         sig = getattr(self.app, "sig_services", ()) if self.app is not None else ()
         link = ble_link.BleLink(bluetooth.BLE(), bluetooth.UUID, self.node, self.clock, name,
-                                short_id=identity_number() & 0xFFFF, flags=flags, sig_services=sig)
+                                short_id=identity_number() & 0xFFFF, flags=flags, sig_services=sig,
+                                wake=self.wake)
         link.start()
         self.links.append(link)
         self.log.info("ble link: advertising as %r" % name)
@@ -178,13 +181,21 @@ class Runtime:
     # --- tasks ------------------------------------------------------------------
     async def _links(self):
         node = self.node
+        wake = self.wake
         while True:
             for link in self.links:
                 link.poll()
             node.poll()  # the CAN link polls it too; a BLE-only unit needs this
             if self.app is not None and hasattr(self.app, "health"):
                 node.health = self.app.health()
+            await wake.wait()
+
+    async def _tick(self):
+        # The links' timers run on polls: one at least every _POLL_MS.
+        wake = self.wake
+        while True:
             await asyncio.sleep_ms(_POLL_MS)
+            wake.set()
 
     async def _supervise(self):
         wdt = machine.WDT(timeout=_WDT_MS)
@@ -227,7 +238,8 @@ class Runtime:
             machine.reset()  # counted by the boot guard
 
     async def main(self):
-        tasks = [asyncio.create_task(self._links()), asyncio.create_task(self._supervise())]
+        tasks = [asyncio.create_task(self._links()), asyncio.create_task(self._tick()),
+                 asyncio.create_task(self._supervise())]
         if self.app is not None:
             tasks.append(asyncio.create_task(self._app()))
         print("ready")

@@ -7,6 +7,10 @@ tests run the very same link code as the firmware.
 """
 from __future__ import annotations
 
+import asyncio
+from collections import deque
+from collections.abc import Callable
+
 import can
 
 # machine.CAN constants (MicroPython extmod/machine_can_port.h)
@@ -42,13 +46,41 @@ class PythonCanController:
 
     Contract (as MicroPython's): ``send`` returns a TX index, or None when the frame could
     not be queued; data longer than 8 bytes raises OverflowError; ``recv(lst)`` fills and
-    returns the given ``[id, memoryview, flags, errors]`` list, or returns None.
+    returns the given ``[id, memoryview, flags, errors]`` list, or returns None; neither
+    waits. :meth:`wake_on_rx` is the counterpart of ``irq(handler, IRQ_RX)``: an asyncio
+    owner learns of a frame at once instead of on its next poll.
     """
 
     def __init__(self, bus: can.BusABC) -> None:
         self.bus = bus
         self._bus_off = False
         self.tx_errors = 0
+        self._notifier: can.Notifier | None = None
+        self._rx: deque[can.Message] = deque()
+
+    def wake_on_rx(self, loop: asyncio.AbstractEventLoop, wake: Callable[[], None]) -> None:
+        """From now on frames are taken off the bus by a python-can ``Notifier`` (a reader
+        on ``loop`` when the bus has a file descriptor, else its thread), queued for
+        :meth:`recv`, and ``wake()`` is called in ``loop`` after each arrives."""
+        if self._notifier is not None:
+            return
+
+        def on_message(m: can.Message) -> None:
+            self._rx.append(m)
+            try:
+                loop.call_soon_threadsafe(wake)
+            except RuntimeError:
+                pass  # the loop is closed: the car is stopping
+
+        self._notifier = can.Notifier(self.bus, [on_message], timeout=0.1, loop=loop)
+
+    def _take(self) -> can.Message | None:
+        if self._notifier is None:
+            return self.bus.recv(timeout=0)
+        try:
+            return self._rx.popleft()
+        except IndexError:
+            return None
 
     def send(self, can_id: int, data: bytes | bytearray | memoryview, flags: int = 0) -> int | None:
         if len(data) > 8:
@@ -68,7 +100,7 @@ class PythonCanController:
         return 0
 
     def recv(self, lst: list | None = None) -> list | None:
-        m = self.bus.recv(timeout=0)
+        m = self._take()
         if m is None or m.is_error_frame:
             return None
         flags = (FLAG_EXT_ID if m.is_extended_id else 0) | (FLAG_RTR if m.is_remote_frame else 0)
@@ -99,4 +131,7 @@ class PythonCanController:
         self._bus_off = True
 
     def shutdown(self) -> None:
+        if self._notifier is not None:
+            self._notifier.stop()
+            self._notifier = None
         self.bus.shutdown()

@@ -16,6 +16,8 @@ from cabinlink import claim as _claim
 from cabinlink import isotp
 
 _FLAG_EXT_ID = const(2)
+_IRQ_TX = const(1)
+_IRQ_RX = const(2)
 _STATE_BUS_OFF = const(4)
 _RX_BURST = const(32)  # frames handled per poll, to stay fair to other tasks
 _BACKOFF_MS = const(100)  # first bus-off back-off; doubles up to _BACKOFF_MAX_MS
@@ -31,10 +33,12 @@ class CanLink:
 
     def __init__(self, can, endpoint, clock, name, preferred=None, pool=(0x80, 0xF7),
                  heartbeat_ms=1000, rx_max=None, bs=0, stmin=0, max_channels=8,
-                 on_peer=None):
+                 on_peer=None, wake=None):
         # preferred: first address to claim (default: spec 7.3's formula);
         # rx_max: ISO-TP receive limit, by default the endpoint's max_rx, so it
-        # equals the D_MAX_RX the accessory announces (spec 7.4).
+        # equals the D_MAX_RX the accessory announces (spec 7.4); wake: an
+        # object with set() (asyncio.ThreadSafeFlag) the controller's RX and
+        # TX-done interrupts set, so that the owner polls at once.
         self.can = can
         self.endpoint = endpoint
         self.clock = clock
@@ -45,6 +49,7 @@ class CanLink:
         self.bs = bs
         self.stmin = stmin
         self.max_channels = max_channels
+        self.wake = wake
         self.claim = _claim.AddressClaim(clock, self._tx, name, preferred, pool,
                                          on_change=self._address_changed,
                                          on_peer=on_peer)
@@ -67,7 +72,24 @@ class CanLink:
 
     def start(self):
         self._set_filters(self.claim.preferred)
+        if self.wake is not None:
+            self._arm_irq(self.wake)
         self.claim.start()
+
+    def _arm_irq(self, wake):
+        # A poll as soon as a frame has come in or left: a request is answered
+        # when it is whole, and the next CF goes out when the one before it has
+        # (machine.CAN queues one frame per id), not one poll period later.
+        irq = getattr(self.can, "irq", None)
+        if irq is None:
+            return
+
+        def on_irq(can):
+            while can.irq().flags():  # machine.CAN: mandatory with IRQ_TX
+                pass
+            wake.set()
+
+        irq(on_irq, _IRQ_RX | _IRQ_TX)
 
     def _set_filters(self, me):
         # Hardware acceptance filters (spec 7.2): what this node must hear,

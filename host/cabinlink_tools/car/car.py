@@ -19,9 +19,10 @@ without a frame on CAN, a disconnection on BLE) [7.6, 8.7] and brings its sessio
 as it is heard again [M-6.6-4]. An accessory reachable both ways is used over CAN [2.2].
 
 Threading: everything runs in the event loop that called :meth:`Car.start`; the protocol
-core's ``CanLink`` is polled every ``poll_ms`` (2 ms) by a task, python-can is used with
-zero timeouts, and the simulated BLE radio's callbacks are handed over with
-``call_soon_threadsafe``: nothing blocks the loop. Vehicle changes may come from any
+core's ``CanLink`` is polled by a task as soon as a frame arrives (python-can's ``Notifier``
+queues it and wakes the task) and at least every ``poll_ms`` (2 ms) for its timers, and the
+simulated BLE radio's callbacks are handed over with ``call_soon_threadsafe``: nothing
+blocks the loop. Vehicle changes may come from any
 thread. Other calls (``read``, ``write``, ...) belong to the car's loop; from another thread
 use ``asyncio.run_coroutine_threadsafe``.
 
@@ -122,6 +123,7 @@ class Car:
         self._ble_via_can: dict[str, str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._poll_task: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: int | None = None
         self._running = False
@@ -136,6 +138,7 @@ class Car:
             raise RuntimeError("a replay car runs with run_replay(), not start()")
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
+        self._wake = asyncio.Event()
         self._running = True
         if self._record_path is not None:
             self.recorder = CandumpRecorder(self._record_path, "can0", self._epoch)
@@ -167,8 +170,11 @@ class Car:
                 self.engine.claims_requested(side)
 
         ctl.on_rx = rx
+        # M-7.4-9: a car receives 4095. One ISO-TP connection per accessory address and
+        # priority, all at once if need be: 16 accessories plugged in together answer
+        # DESCRIBE together (the core's default of 8 would drop the others' frames).
         link = CanLink(ctl, side, self.clock, self.name, self.address, pool=(0x00, 0x0F),
-                       rx_max=4095, on_peer=side.on_peer)  # M-7.4-9: a car receives 4095
+                       rx_max=4095, on_peer=side.on_peer, max_channels=2 * 120)
         side.link = link
         self.links.append(link)
         self._sides.append(side)
@@ -177,6 +183,8 @@ class Car:
         self.bus_stats.append({"bus": i, "spec": ctl.spec, "frames_per_s": 0.0, "load": 0.0,
                                "bitrate": ctl.meter.bitrate})
         link.start()
+        assert self._loop is not None and self._wake is not None
+        ctl.wake_on_rx(self._loop, self._wake.set)
 
     async def stop(self) -> None:
         if not self._running and self._poll_task is None:
@@ -225,16 +233,23 @@ class Car:
 
     # --- the poll task ---------------------------------------------------------------------
     async def _poll_loop(self) -> None:
+        wake = self._wake
+        assert wake is not None
         while self._running:
+            wake.clear()
             try:
                 self.poll_once()
             except Exception:  # noqa: BLE001 - the car keeps running
                 log.exception("car poll failed")
-            await asyncio.sleep(self.poll_s)
+            try:
+                await asyncio.wait_for(wake.wait(), self.poll_s)
+            except TimeoutError:
+                pass
 
     def poll_once(self) -> None:
         """One round: every CAN link (frames in, timers, frames out), the engine's timers,
-        the car's own claim, the bus load. The poll task calls it every ``poll_ms``."""
+        the car's own claim, the bus load. The poll task calls it when a frame has arrived,
+        and at least every ``poll_ms``."""
         for i, link in enumerate(self.links):
             link.poll()
             if not self._claimed[i]:

@@ -7,10 +7,18 @@
 # with a ROMFS partition does, and its .mpy files are imported in place. On a
 # board the image is memory-mapped flash; here it is one bytes object on the
 # heap, of exactly the image's size (benchmarks subtract it).
+#
+# asyncio.ThreadSafeFlag becomes the platform's fd-backed one (_flag.py): with
+# the port's own, socket events reach tasks 1-2 ms late.
 import os
 import sys
 
 sys.path.pop(0)
+import asyncio  # noqa: E402
+
+from _flag import ThreadSafeFlag  # noqa: E402  (the platform's; see _flag.py)
+
+asyncio.ThreadSafeFlag = ThreadSafeFlag
 _rom = os.getenv("CABINLINK_ROMFS")
 if _rom:
     import vfs
