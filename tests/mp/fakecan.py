@@ -1,9 +1,13 @@
 # An in-memory CAN bus whose controllers have MicroPython's machine.CAN surface
-# (send/recv/state/restart), for dual-runtime link tests. Frames are delivered
-# to every other controller in send order; a controller can be forced bus-off.
+# (send/recv/state/restart/set_filters/irq), for dual-runtime link tests. Frames
+# are delivered to every other controller in send order; a controller can be
+# forced bus-off. An IRQ handler runs at once, as a scheduled soft IRQ would
+# before the next poll.
 STATE_ACTIVE = 1
 STATE_BUS_OFF = 4
 FLAG_EXT_ID = 2
+IRQ_TX = 1
+IRQ_RX = 2
 
 
 class FakeBus:
@@ -21,6 +25,7 @@ class FakeBus:
         for c in self.ctls:
             if c.index != src and c.st != STATE_BUS_OFF and c.accepts(can_id, flags):
                 c.rxq.append((can_id, bytes(data), flags))
+                c.fire(IRQ_RX)
 
 
 class FakeCAN:
@@ -35,6 +40,10 @@ class FakeCAN:
         self.restarts = 0
         self.filters = None
         self.filtered = 0  # frames the filters kept out
+        self.handler = None
+        self.trigger = 0
+        self.flags_due = 0  # IRQ flags not yet read by irq().flags()
+        self.irqs = 0  # handler calls
 
     def set_filters(self, filters):
         if filters is not None and len(filters) > self.FILTERS_MAX:
@@ -58,7 +67,25 @@ class FakeCAN:
         if self.tx_full:
             return None
         self.bus.deliver(self.index, can_id, data, flags)
+        self.fire(IRQ_TX)  # sent at once: TX done
         return 0
+
+    def irq(self, handler=None, trigger=0, hard=False):
+        if handler is not None or trigger:
+            self.handler = handler
+            self.trigger = trigger
+        return self
+
+    def flags(self):  # irq().flags(): one call reads and clears them
+        f = self.flags_due
+        self.flags_due = 0
+        return f
+
+    def fire(self, flag):
+        if self.trigger & flag and self.handler is not None:
+            self.flags_due |= flag
+            self.irqs += 1
+            self.handler(self)
 
     def recv(self, lst=None):
         if not self.rxq:

@@ -1,6 +1,6 @@
 # The CAN link (spec 7) on an in-memory machine.CAN-shaped bus: claim, heartbeat,
 # physical and functional frames, the event channel, bus-off recovery.
-from fakecan import FakeBus, STATE_BUS_OFF
+from fakecan import FLAG_EXT_ID, IRQ_RX, IRQ_TX, STATE_BUS_OFF, FakeBus
 
 from cabinlink import claim, msg
 from cabinlink import registry as reg
@@ -233,3 +233,42 @@ def test_a_controller_with_too_few_filters_receives_everything():
     node = Node(clk, reg.CLASS_OTHER, [device_info("T", "P", "S", "1", "A", lambda c, a, b: msg.OK)])
     CanLink(ctl, node, clk, claim.make_name(5, 0xC3), 0x85).start()
     assert ctl.filters is None
+
+
+class Flag:
+    # asyncio.ThreadSafeFlag's set(), counted
+    def __init__(self):
+        self.n = 0
+
+    def set(self):
+        self.n += 1
+
+
+def test_rx_and_tx_done_interrupts_wake_the_owner():
+    clk = ManualClock()
+    bus = FakeBus()
+    wake = Flag()
+    ctl = bus.controller()
+    acc = CanLink(ctl, Sink(), clk, claim.make_name(5, 0xC3), 0x85, wake=wake)
+    acc.start()  # the Address Claimed frame leaves: TX done
+    assert ctl.trigger == IRQ_RX | IRQ_TX
+    assert wake.n == 1 and ctl.flags_due == 0  # the handler read the flags (mandatory)
+    other = bus.controller()
+    other.send(0x18DA8500, b"\x01\x02", FLAG_EXT_ID)  # a frame for it: RX
+    assert wake.n == 2 and ctl.flags_due == 0
+    # without wake= nothing is armed: the owner polls on its timer alone
+    quiet = bus.controller()
+    CanLink(quiet, Sink(), clk, claim.make_name(6, 0xC3), 0x86).start()
+    assert quiet.handler is None and quiet.trigger == 0
+
+
+def test_a_controller_without_irq_is_polled_only():
+    clk = ManualClock()
+    bus = FakeBus()
+    ctl = bus.controller()
+    ctl.irq = None  # as a controller driver without interrupts
+    wake = Flag()
+    link = CanLink(ctl, Sink(), clk, claim.make_name(5, 0xC3), 0x85, wake=wake)
+    link.start()
+    run(clk, [link], 300)
+    assert link.claim.ready and wake.n == 0
