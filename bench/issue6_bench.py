@@ -195,7 +195,9 @@ class BusWatch:
     every frame (bus time, bits), each accessory's Address Claimed frames (a :class:`Binding`
     per NAME, started over when the accessory moves) and its first HEARTBEAT after a claim
     (the settle time is over). Subclasses drive a car and fill in the rest of the Binding;
-    call :meth:`pump` from one thread."""
+    call :meth:`pump` from one thread; it steps every ``step_s``."""
+
+    step_s = 0.0005
 
     def __init__(self, sim: Simulation) -> None:
         self.sim = sim
@@ -255,7 +257,7 @@ class BusWatch:
             self._step()
             if until is not None and until():
                 return True
-            time.sleep(0.0005)
+            time.sleep(self.step_s)
         return until is None
 
     def _step(self) -> None:
@@ -369,7 +371,10 @@ class ReferenceCar(BusWatch):
     simulated bus, in its own event loop thread; its events ("described", "value", "ready")
     are stamped with bus time as they happen. ``ready`` is the car's own verdict (every
     wanted SUBSCRIBE answered); bound also needs each granted subscription's priming
-    REPORT, as for the bench car."""
+    REPORT, as for the bench car. Its events carry their own bus time, so this thread only
+    collects them, every 5 ms (sparing the car's thread the GIL)."""
+
+    step_s = 0.005
 
     def __init__(self, sim: Simulation) -> None:
         super().__init__(sim)
