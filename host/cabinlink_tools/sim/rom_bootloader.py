@@ -60,7 +60,6 @@ POSIX only.
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import select
@@ -78,6 +77,7 @@ from pathlib import Path
 from types import TracebackType
 
 from .flash import FLASH_4MB, SECTOR, SimFlash
+from .ptyio import service_pty
 
 __all__ = ["CHIPS", "ChipModel", "RomBootloader", "RomProtocol", "flash_size_bytes"]
 
@@ -846,37 +846,13 @@ class RomBootloader:
                 self._service(ev)
 
     def _service(self, ev: int) -> None:
-        if ev & (select.POLLIN | select.POLLHUP | select.POLLERR):
-            while True:
-                try:
-                    data = os.read(self._master, 65536)
-                except BlockingIOError:
-                    break
-                except OSError as e:
-                    if e.errno != errno.EIO:
-                        raise
-                    data = b""
-                if not data:
-                    break
-                if self.state == "download":
-                    self.protocol.feed(data)
-                    self._after_protocol()
-            if ev & select.POLLHUP:
-                self._connected = False
-                self._to_host.clear()
-                return
-        if ev & select.POLLOUT and self._to_host:
-            try:
-                n = os.write(self._master, self._to_host)
-            except BlockingIOError:
-                n = 0
-            except OSError as e:
-                if e.errno != errno.EIO:
-                    raise
-                self._connected = False
-                self._to_host.clear()
-                return
-            del self._to_host[:n]
+        if not service_pty(self._master, ev, self._to_host, self._from_host):
+            self._connected = False
+
+    def _from_host(self, data: bytes) -> None:
+        if self.state == "download":
+            self.protocol.feed(data)
+            self._after_protocol()
 
     def _after_protocol(self) -> None:
         out = self.protocol.take_output()

@@ -83,6 +83,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from .ptyio import service_pty
+
 if TYPE_CHECKING:  # imported when download mode is used, so the relay stays light
     from .flash import SimFlash
     from .rom_bootloader import RomProtocol
@@ -683,35 +685,8 @@ class VirtualBoard:
             self._connected = True
 
     def _service_port(self, ev: int) -> None:
-        if ev & (select.POLLIN | select.POLLHUP | select.POLLERR):
-            while True:  # read what the host sent (also what it sent just before closing)
-                try:
-                    data = os.read(self._port_fd, 4096)
-                except BlockingIOError:
-                    data = None
-                except OSError as e:
-                    if e.errno != errno.EIO:
-                        raise
-                    data = b""
-                if not data:
-                    break
-                self._from_host(data)
-            if ev & select.POLLHUP:
-                self._connected = False  # like a UART nobody listens to: output is dropped
-                self._to_port.clear()
-                return
-        if ev & select.POLLOUT and self._to_port:
-            try:
-                n = os.write(self._port_fd, self._to_port)
-            except BlockingIOError:
-                n = 0
-            except OSError as e:
-                if e.errno != errno.EIO:
-                    raise
-                self._connected = False
-                self._to_port.clear()
-                return
-            del self._to_port[:n]
+        if not service_pty(self._port_fd, ev, self._to_port, self._from_host):
+            self._connected = False  # like a UART nobody listens to: output is dropped
 
     def _from_host(self, data: bytes) -> None:
         if self._rom is not None:
