@@ -72,6 +72,8 @@ def test_pins_i2c_and_errors_like_the_real_port(world: W.World, tmp_path: Path, 
         except ValueError:
             print("valueerror i2c")
         print("done")
+        import time
+        time.sleep(60)  # keep powered: when the script ends, the board's pins float again
     """, board)
     p.wait_for("done", 30)
     text = "\n".join(p.log)
