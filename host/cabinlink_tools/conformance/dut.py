@@ -410,7 +410,8 @@ class Dut:
     def sent_by(self, s: Session) -> list[Sent]:
         """What one session of the suite actually sent to the accessory, as the accessory
         could take it: on CAN reassembled from the suite's own frames on the bus (single
-        frames, and first frames with their consecutive frames in sequence, within N_Cr), on
+        frames, and first frames with their consecutive frames in sequence, each within N_Cr
+        of the frame before it or of the accessory's flow control), on
         BLE from the fragments written (the core reassembler, as the accessory runs it)."""
         if s.transport == "ble":
             return list(s.sent)
@@ -425,11 +426,21 @@ class Dut:
         rx: dict[int, tuple[bytearray, int, int, float]] = {}  # prio -> buffer, length, next SN, last t
         with self.probe.lock:
             t0, t1 = s.born - 0.002, s.retired or float("inf")
-            frames = [f for f in self.probe.frames if f.own and f.sa == sa and f.ext and not f.rtr and t0 <= f.t <= t1
-                      and f.edp_dp == 0 and f.data and (f.pf == 0xDA and is_acc(f.ta, f.t) or
-                                                        f.pf == 0xDB and (f.ta == 0xFF or is_acc(f.ta, f.t)))]
+            frames = [f for f in self.probe.frames if f.ext and not f.rtr and t0 <= f.t <= t1 and f.edp_dp == 0
+                      and f.data and (f.own and f.sa == sa and (f.pf == 0xDA and is_acc(f.ta, f.t) or
+                                                                f.pf == 0xDB and (f.ta == 0xFF or is_acc(f.ta, f.t)))
+                                      or not f.own and f.ta == sa and f.pf == 0xDA and f.data[0] >> 4 == 3
+                                      and is_acc(f.sa, f.t))]
         for f in frames:
             k = f.data[0] >> 4
+            if not f.own:  # the accessory's flow control: its N_Cr runs from here; an
+                key = (f.prio << 8) | f.sa  # overflow status ends the reception
+                if key in rx:
+                    if f.data[0] & 0xF == 2:
+                        del rx[key]
+                    else:
+                        rx[key] = rx[key][:3] + (f.t,)
+                continue
             key = (f.prio << 8) | f.ta
             if k == 0:
                 n = f.data[0] & 0xF
@@ -477,6 +488,17 @@ class Dut:
                 elif h == 0x19 and len(p) >= 5:
                     out.add((p[3] << 8) | p[4])
         return out
+
+    def frames_near(self, s: Session, t: float, before: float = 0.3) -> list[str]:
+        """The CAN frames between the suite address of ``s`` and anyone in the ``before``
+        seconds up to ``t`` (own frames marked '>'), for failure messages."""
+        if s.transport != "can" or self.probe is None:
+            return []
+        sa = s.peer.sa
+        with self.probe.lock:
+            return [f"{'>' if f.own else '<'}{1000 * (f.t - t):+.1f} ms {f.can_id:08X} {f.data.hex(' ').upper()}"
+                    for f in self.probe.frames if t - before <= f.t <= t + 0.001 and f.ext
+                    and f.pf in (0xDA, 0xDB) and sa in (f.sa, f.ta)]
 
     def pairs(self, s: Session) -> tuple[list[tuple[Sent, Message]], list[Sent], list[Message]]:
         """Requests of one session matched with their RESULTs: each RESULT goes with the

@@ -91,7 +91,8 @@ def test_M_5_2_1_one_result_per_request_to_its_sender(dut: Any, req: Req) -> Non
             near = [x for x in dut.sent_by(s) if x.t <= stray[0].t][-3:]
             req(False, f"{s.label} got RESULT(s) {[m.value[:3] for m in stray[:4]]} matching no request it sent "
                        "(or a second RESULT to one request): exactly one RESULT goes to the peer and transport the "
-                       f"request came from (the requests before it: {[show(decode(x.raw), 40) for x in near]})")
+                       f"request came from (the requests before it: {[show(decode(x.raw), 40) for x in near]}; "
+                       f"frames before it: {'; '.join(dut.frames_near(s, stray[0].t)[-24:])})")
         total += len(pairs)
         begun = dut.begun_results(s)  # answers the suite itself cut short (flow control withheld)
         lost = [x for x in left if x.tid not in s.unanswerable and x.tid not in begun
