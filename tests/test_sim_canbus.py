@@ -568,6 +568,53 @@ def test_canwire_window_of_16(served) -> None:
         w.close()
 
 
+def test_canwire_acceptance_filters_are_applied_by_the_bus(served) -> None:
+    # As a controller's hardware filters: a frame they stop never reaches the node (its
+    # CPU is not woken), yet the node still counts it as received on the bus.
+    bus, srv = served
+    w = canwire.CanWire("127.0.0.1", srv.port, "filtered")
+    other = bus.attach("other")
+    try:
+        node = bus.find("filtered")
+        assert node is not None
+        w.set_filters([(0x18DA8000, 0x00FFFF00, canwire.FLAG_EXT_ID), (0x123, 0x7FF, 0)])
+        assert until(lambda: node.filters is not None)
+        for can_id, ext in [(0x18DA8005, True), (0x18DA8105, True), (0x123, False), (0x124, False),
+                            (0x123, True), (0x00DA8007, True)]:
+            other.send(Frame(can_id, b"\x01", ext))
+        assert until(lambda: node.rx_frames == 6)
+        got: list[int] = []
+
+        def take() -> int:
+            w.poll()
+            got.extend(f[0] for f in iter(w.recv, None))
+            return len(got)
+
+        assert until(lambda: take() >= 3)
+        time.sleep(0.05)
+        take()
+        assert sorted(got) == [0x123, 0x00DA8007, 0x18DA8005]  # in arbitration order, whatever it is
+        w.set_filters(None)  # every frame again
+        assert until(lambda: node.filters is None)
+        other.send(Frame(0x7FF, b"", False))
+        assert until(lambda: take() == 4) and got[-1] == 0x7FF
+    finally:
+        w.close()
+
+
+def test_server_rejects_bad_filters(served) -> None:
+    _, srv = served
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT)
+    s.sendall(struct.pack(">HBBB", 3, 0x01, 1, 0) + struct.pack(">HBB", 2, 0x05, 2))  # 2 filters, no bytes
+    data = b""
+    while b"\x86\x01" not in data:
+        chunk = s.recv(100)
+        assert chunk, data
+        data += chunk
+    assert b"bad FILTERS" in data
+    s.close()
+
+
 def test_canwire_handles_partial_reads() -> None:
     """A fake server that dribbles its messages one byte at a time."""
     ls = socket.socket()

@@ -57,6 +57,11 @@ HELLO       0x01 u8 version (1), u8 options (1 = receive own frames), name (UTF-
 SEND        0x02 u32 id, u8 flags, u8 dlc, data (dlc bytes; none for RTR)
 RESTART     0x03 (empty) - leave BUS_OFF / clear the counters, drop pending frames
 QUERY       0x04 (empty) - ask for STATE (cause 2) and COUNTERS
+FILTERS     0x05 u8 n, then n x (u32 id, u32 mask, u8 flags): the controller's acceptance
+                 filters (machine.CAN ``set_filters``): from now on only frames with
+                 ``id & mask == fid & mask`` and the same FLAG_EXT_ID reach this node, as
+                 hardware filters keep them from a board's CPU. n = 255: every frame (the
+                 default after HELLO)
 =========== ==== ==================================================================
 
 Server -> client:
@@ -395,6 +400,8 @@ class SimNode:
         self._inflight = 0
         self._rxq: deque[Received] = deque()
         self._rx_cv = threading.Condition()
+        # acceptance filters: None hears every frame, else (id, mask, extended) tuples
+        self.filters: tuple[tuple[int, int, bool], ...] | None = None
 
     def __repr__(self) -> str:
         return f"<SimNode {self.name!r} {STATE_NAMES[self.state]} TEC={self.tec} REC={self.rec}>"
@@ -444,6 +451,13 @@ class SimNode:
             self.state = new
             if self.on_state is not None:
                 calls.append((self.on_state, (self,)))
+
+    def accepts(self, frame: Frame) -> bool:
+        """Whether the node's acceptance filters let ``frame`` through (a frame they stop
+        is still received and acknowledged by the controller, just not handed on)."""
+        f = self.filters
+        return f is None or any(ext == frame.extended and frame.can_id & mask == fid & mask
+                                for fid, mask, ext in f)
 
     def _deliver(self, rec: Received, calls: list) -> None:
         if self.on_frame is not None:
@@ -874,7 +888,8 @@ class SimBus:
                 n.rx_frames += 1
                 if n.rec:
                     n._set_counters(n.tec, n.rec - 1, calls)
-                n._deliver(Received(ts, e.frame, False), calls)
+                if n.accepts(e.frame):
+                    n._deliver(Received(ts, e.frame, False), calls)
             if sender.receive_own and sender.attached and sender.state != STATE_BUS_OFF:
                 sender._deliver(Received(ts, e.frame, True), calls)
         if sender.on_tx_done is not None:
@@ -980,6 +995,7 @@ MSG_HELLO = 0x01
 MSG_SEND = 0x02
 MSG_RESTART = 0x03
 MSG_QUERY = 0x04
+MSG_FILTERS = 0x05
 MSG_WELCOME = 0x81
 MSG_RX = 0x82
 MSG_TX_DONE = 0x83
@@ -990,6 +1006,7 @@ MSG_BUS_ERROR = 0x87
 ERRC_PROTOCOL = 1
 ERRC_FRAME = 2
 HELLO_RECEIVE_OWN = 1
+FILTERS_ALL = 255  # FILTERS count meaning "every frame"
 STATE_CHANGE = 0
 STATE_RESTARTED = 1
 STATE_QUERIED = 2
@@ -1299,6 +1316,13 @@ class SimBusServer:
             c.write(_S_COUNTERS.pack(_S_COUNTERS.size - 2, MSG_COUNTERS,
                                      *[min(v, 0xFFFFFFFF) for v in cnt], node.tx_frames & 0xFFFFFFFF,
                                      node.rx_frames & 0xFFFFFFFF))
+            return True
+        if typ == MSG_FILTERS:
+            if not body or body[0] != FILTERS_ALL and len(body) != 1 + 9 * body[0]:
+                c.error(ERRC_PROTOCOL, "bad FILTERS")
+                return False
+            node.filters = None if body[0] == FILTERS_ALL else tuple(
+                (fid, mask, bool(fl & FLAG_EXT_ID)) for fid, mask, fl in struct.iter_unpack(">IIB", body[1:]))
             return True
         c.error(ERRC_PROTOCOL, "unknown message type 0x%02X" % typ)
         return False

@@ -33,6 +33,7 @@ _HELLO = const(0x01)
 _SEND = const(0x02)
 _RESTART = const(0x03)
 _QUERY = const(0x04)
+_FILTERS = const(0x05)
 _WELCOME = const(0x81)
 _RX = const(0x82)
 _TX_DONE = const(0x83)
@@ -118,6 +119,17 @@ class CanWire:
         self.pending += 1
         self._msg(_SEND, body)
         return True
+
+    def set_filters(self, filters):
+        # The controller's acceptance filters, applied by the bus: None hears every
+        # frame, else (id, mask, flags) tuples as machine.CAN set_filters() takes them.
+        if filters is None:
+            self._msg(_FILTERS, b"\xff")
+            return
+        body = bytearray([len(filters)])
+        for fid, mask, flags in filters:
+            body += struct.pack(">IIB", fid, mask, flags & FLAG_EXT_ID)
+        self._msg(_FILTERS, bytes(body))
 
     def poll(self):
         # Non-blocking: send what is buffered, read what arrived.

@@ -520,6 +520,7 @@ class CAN:
         if self._wire is not None:
             self._wire.close()
         self._wire = CanWire(host, int(port), _board()["name"])
+        self._wire.set_filters(self._filters)
         self._bitrate = bitrate
         self._sjw = sjw
         self._queued = []
@@ -535,17 +536,22 @@ class CAN:
         return self._wire
 
     def set_filters(self, filters):
-        if filters is None:
-            self._filters = None
-            return
-        filters = tuple(filters)
+        # The bus applies them (as a controller does, sparing the CPU every other frame);
+        # _accepts() still checks what was already on its way.
+        if filters is not None:
+            filters = tuple(filters)
+            self._check_filters(filters)
+        self._filters = filters
+        if self._wire is not None:
+            self._wire.set_filters(filters)
+
+    def _check_filters(self, filters):
         if len(filters) > CAN.FILTERS_MAX:
             raise ValueError("too many filters")
         for f in filters:
             lim = (1 << 29) if f[2] & CAN.FLAG_EXT_ID else (1 << 11)
             if not 0 <= f[0] < lim or not 0 <= f[1] < lim:
                 raise ValueError("invalid id")
-        self._filters = filters
 
     def _accepts(self, can_id, flags):
         if self._filters is None:
