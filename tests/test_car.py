@@ -675,6 +675,41 @@ def test_engine_car_side_rules_on_a_manual_clock() -> None:
     assert last()[0] == msg.DESCRIBE
 
 
+def test_engine_follows_an_address_contest_at_power_on() -> None:
+    # Two accessories powered together prefer the same address (spec 7.3): both claim it,
+    # the lower NAME defends it, the higher moves to the next one. The defence is no
+    # restart, and the winner's first heartbeat (250 ms after its FIRST claim, so sooner
+    # than 250 ms after its defence) is the winner's, not a late frame of the loser.
+    from cabinlink import msg
+    from cabinlink.clock import ManualClock
+    from cabinlink.codec import encode
+    from cabinlink_tools.car.engine import Engine
+
+    clock = ManualClock()
+    events: list[tuple[str, str]] = []
+    eng = Engine(clock, lambda kind, acc, text, data: events.append((kind, text)))
+    link = _FakeLink()
+    side = eng.add_can(link)
+    low, high = claim.make_name(0x1068FC, 0xC3), claim.make_name(0x1699D4, 0xC3)
+    eng.can_claim(side, 0x8C, low)
+    clock.advance(1)
+    eng.can_claim(side, 0x8C, high)
+    clock.advance(40)
+    eng.can_claim(side, 0x8C, low)  # the defence
+    clock.advance(8)
+    eng.can_claim(side, 0x8D, high)  # the loser moves on
+    winner, loser = eng.accessories[f"can:{low:016X}"], eng.accessories[f"can:{high:016X}"]
+    assert (winner.address, loser.address) == (0x8C, 0x8D)
+    assert not [e for e in events if e[0] == "restarted"], events
+    clock.advance(195)  # 244 ms after the first claim
+    eng.can_receive(side, 0x8C, encode(msg.heartbeat(0)))
+    assert winner.online and not loser.online
+    assert link.sent == [(0x8C, [msg.HELLO, link.sent[0][1][1], 0, 1])]  # to the winner only
+    clock.advance(57)
+    eng.can_receive(side, 0x8D, encode(msg.heartbeat(0)))
+    assert loser.online and link.sent[-1][0] == 0x8D and link.sent[-1][1][0] == msg.HELLO
+
+
 def test_two_cars_on_one_address_the_higher_name_gives_way_on_a_python_can_virtual_bus() -> None:
     """Any python-can interface works (here `virtual`); a car is not arbitrary address
     capable, so the one with the higher NAME sends Cannot Claim and stays silent (M-7.3-6)."""

@@ -46,8 +46,12 @@ CLAIM_ANSWER_MS = 250  # claims this soon after a Request for Address Claimed ar
 UNKNOWN_CLAIM_EVERY_MS = 1000  # at most one Request per unknown address per second
 RETRY_MS = 500  # a failed bring-up starts again after this
 SILENT_GRACE_MS = 3000  # a subscription silent past max_s + this is lost
-UPTIME_SLACK_S = 3
-claim_settle_ms = 250  # spec 7.3: a new claimant sends nothing else this long  # heartbeat uptime this far below the expected value: a restart
+UPTIME_SLACK_S = 3  # heartbeat uptime this far below the expected value: a restart
+# Frames from an address's previous owner may still arrive this long after another NAME
+# claimed it: the loser gives the address up at once (M-7.3-3), so only what its controller
+# had queued still goes out (at most a few ms). Far less than the settle time, since a
+# winner that defended the address settles from its first claim, not from the defence.
+IN_FLIGHT_MS = 50
 _REQUESTS = (msg.HELLO, msg.DESCRIBE, msg.READ, msg.WRITE, msg.SUBSCRIBE, msg.UNSUBSCRIBE,
              msg.INVOKE)
 _OP = {msg.HELLO: "hello", msg.DESCRIBE: "describe", msg.READ: "read", msg.WRITE: "write",
@@ -122,8 +126,8 @@ class CanSide:
         self.claims_requested_at: int | None = None
         self.unknown_asked: dict[int, int] = {}
         self.cars: dict[int, int] = {}  # address -> NAME of car nodes (bit 63 clear)
-        # address -> (when, previous owner): a new NAME just claimed it; for the settle time
-        # nothing can come from the new owner (M-7.3-3), so frames are the old owner's
+        # address -> (when, previous owner): a new NAME just claimed it; frames within
+        # IN_FLIGHT_MS are the old owner's (the new one sends nothing but claims yet)
         self.settling: dict[int, tuple[int, Accessory]] = {}
         self.ready_reported = False
 
@@ -254,6 +258,8 @@ class Engine:
         self._by_addr[(side.index, addr)] = acc
         if answer:
             return  # it answered our Request for Address Claimed: nothing happened to it
+        if other is not None and other is not acc:
+            return  # another NAME claimed its address and it defended it (7.3): no restart
         # its own address claimed again: it restarted, or recovered from bus-off (M-7.3-7)
         self._restarted(acc, "claimed its address again")
         acc._await_heartbeat = True
@@ -261,7 +267,7 @@ class Engine:
     def can_receive(self, side: CanSide, sa: int, data: bytes) -> None:
         late = side.settling.get(sa)
         if late is not None:
-            if self._since(late[0]) < claim_settle_ms:
+            if self._since(late[0]) < IN_FLIGHT_MS:
                 self._receive(late[1], data)  # still in flight from the previous owner
                 return
             del side.settling[sa]

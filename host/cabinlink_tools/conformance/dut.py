@@ -424,13 +424,17 @@ class Dut:
 
         out: list[Sent] = []
         rx: dict[int, tuple[bytearray, int, int, float]] = {}  # prio -> buffer, length, next SN, last t
+        def own_isotp(f: Frame) -> bool:  # the session's frames to the accessory (or to all)
+            return f.own and f.sa == sa and (f.pf == 0xDA and is_acc(f.ta, f.t) or
+                                             f.pf == 0xDB and (f.ta == 0xFF or is_acc(f.ta, f.t)))
+
+        def acc_flow_control(f: Frame) -> bool:
+            return not f.own and f.ta == sa and f.pf == 0xDA and f.data[0] >> 4 == 3 and is_acc(f.sa, f.t)
+
         with self.probe.lock:
             t0, t1 = s.born - 0.002, s.retired or float("inf")
             frames = [f for f in self.probe.frames if f.ext and not f.rtr and t0 <= f.t <= t1 and f.edp_dp == 0
-                      and f.data and (f.own and f.sa == sa and (f.pf == 0xDA and is_acc(f.ta, f.t) or
-                                                                f.pf == 0xDB and (f.ta == 0xFF or is_acc(f.ta, f.t)))
-                                      or not f.own and f.ta == sa and f.pf == 0xDA and f.data[0] >> 4 == 3
-                                      and is_acc(f.sa, f.t))]
+                      and f.data and (own_isotp(f) or acc_flow_control(f))]
         for f in frames:
             k = f.data[0] >> 4
             if not f.own:  # the accessory's flow control: its N_Cr runs from here; an
