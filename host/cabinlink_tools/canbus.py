@@ -8,6 +8,7 @@ tests run the very same link code as the firmware.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import deque
 from collections.abc import Callable
 
@@ -61,12 +62,17 @@ class PythonCanController:
     def wake_on_rx(self, loop: asyncio.AbstractEventLoop, wake: Callable[[], None]) -> None:
         """From now on frames are taken off the bus by a python-can ``Notifier`` (a reader
         on ``loop`` when the bus has a file descriptor, else its thread), queued for
-        :meth:`recv`, and ``wake()`` is called in ``loop`` after each arrives."""
+        :meth:`recv`, and ``wake()`` is called in ``loop`` after each arrives (at once when
+        the reader runs there). Call it from ``loop``'s thread."""
         if self._notifier is not None:
             return
+        loop_thread = threading.get_ident()
 
         def on_message(m: can.Message) -> None:
             self._rx.append(m)
+            if threading.get_ident() == loop_thread:
+                wake()
+                return
             try:
                 loop.call_soon_threadsafe(wake)
             except RuntimeError:

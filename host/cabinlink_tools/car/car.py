@@ -61,6 +61,40 @@ CAN_GRACE_S = 2.0  # a BLE advertiser flagged "also on CAN" is given this long t
 BLE_RETRY_S = 2.0
 
 
+class _Wake:
+    """The poll task's wake-up, set from the loop's thread (a frame arrived): the task's
+    wait ends at the next turn of the loop. asyncio.Event with wait_for() costs a task and
+    three turns per frame, which is most of the car's reaction time to a flow control."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._set = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        self._set = True
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def wait(self, timeout: float) -> None:
+        """Return once :meth:`set` was called (since the last wait), or after ``timeout`` s."""
+        if not self._set:
+            w = self._waiter = self._loop.create_future()
+            timer = self._loop.call_later(timeout, _release, w)
+            try:
+                await w
+            finally:
+                timer.cancel()
+                self._waiter = None
+        self._set = False
+
+
+def _release(w: asyncio.Future[None]) -> None:
+    if not w.done():
+        w.set_result(None)
+
+
 def car_name(identity: int = 1) -> int:
     """The car's NAME: not arbitrary address capable (bit 63 clear), spec 7.3."""
     return claim.make_name(identity, CAR_FUNCTION, arbitrary=False)
@@ -123,7 +157,7 @@ class Car:
         self._ble_via_can: dict[str, str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._poll_task: asyncio.Task[None] | None = None
-        self._wake: asyncio.Event | None = None
+        self._wake: _Wake | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: int | None = None
         self._running = False
@@ -138,7 +172,7 @@ class Car:
             raise RuntimeError("a replay car runs with run_replay(), not start()")
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
-        self._wake = asyncio.Event()
+        self._wake = _Wake(self._loop)
         self._running = True
         if self._record_path is not None:
             self.recorder = CandumpRecorder(self._record_path, "can0", self._epoch)
@@ -236,15 +270,11 @@ class Car:
         wake = self._wake
         assert wake is not None
         while self._running:
-            wake.clear()
             try:
                 self.poll_once()
             except Exception:  # noqa: BLE001 - the car keeps running
                 log.exception("car poll failed")
-            try:
-                await asyncio.wait_for(wake.wait(), self.poll_s)
-            except TimeoutError:
-                pass
+            await wake.wait(self.poll_s)
 
     def poll_once(self) -> None:
         """One round: every CAN link (frames in, timers, frames out), the engine's timers,
