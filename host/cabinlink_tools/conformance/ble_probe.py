@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from cabinlink.ble_frag import Reassembler, Sender
 from cabinlink.codec import encode
 
-from .can_probe import Message, Sent, _decode, request_info
+from .can_probe import Message, Sent, _decode, first_result, request_info, wait_on
 from .cbor_check import encode_any
 
 SERVICE = "cab488e3-1190-4c04-8cbe-c122f022e37b"
@@ -363,13 +363,4 @@ class BleSession:
         return self.sent[-1] if len(self.sent) > n else Sent(time.time(), bytes(raw), tid, t, "accessory")
 
     def result(self, tid: int, timeout: float = 2.0, since: int = 0) -> Message | None:
-        end = time.time() + timeout
-        with self.cv:
-            while True:
-                for m in self.messages[since:]:
-                    if m.is_result(tid):
-                        return m
-                left = end - time.time()
-                if left <= 0:
-                    return None
-                self.cv.wait(min(left, 0.05))
+        return wait_on(self.cv, lambda: first_result(self.messages, tid, since), timeout)

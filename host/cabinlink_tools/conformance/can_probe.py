@@ -130,6 +130,26 @@ def request_info(raw: bytes) -> tuple[int | None, int | None]:
     return t, None
 
 
+def wait_on(cv: threading.Condition, pred: Callable[[], Any], timeout: float) -> Any:
+    """Wait on ``cv`` until ``pred()`` (called under it) is truthy; its value, or None after
+    ``timeout`` seconds. Wakes at least every 50 ms, so a missed notify costs no more."""
+    end = time.time() + timeout
+    with cv:
+        while True:
+            v = pred()
+            if v:
+                return v
+            left = end - time.time()
+            if left <= 0:
+                return None
+            cv.wait(min(left, 0.05))
+
+
+def first_result(messages: list[Message], tid: int, since: int) -> Message | None:
+    """The first RESULT with ``tid`` in ``messages[since:]``."""
+    return next((m for m in messages[since:] if m.is_result(tid)), None)
+
+
 class CarPeer:
     """One car address of the suite. Create with :meth:`CanProbe.add_peer`."""
 
@@ -275,16 +295,7 @@ class CarPeer:
     def result(self, tid: int, timeout: float = 2.0, since: int = 0) -> Message | None:
         """The first RESULT with ``tid`` among this peer's messages from index ``since``,
         waiting up to ``timeout`` s; None if none came."""
-        end = time.time() + timeout
-        with self.probe.cv:
-            while True:
-                for m in self.messages[since:]:
-                    if m.is_result(tid):
-                        return m
-                left = end - time.time()
-                if left <= 0:
-                    return None
-                self.probe.cv.wait(min(left, 0.05))
+        return wait_on(self.probe.cv, lambda: first_result(self.messages, tid, since), timeout)
 
     def stop(self) -> None:
         """No more heartbeats from this address (it goes silent)."""
@@ -383,16 +394,7 @@ class CanProbe:
     def wait(self, pred: Callable[[], Any], timeout: float) -> Any:
         """Wait until ``pred()`` (called under the lock) is truthy; returns its value or
         None after ``timeout`` seconds."""
-        end = time.time() + timeout
-        with self.cv:
-            while True:
-                v = pred()
-                if v:
-                    return v
-                left = end - time.time()
-                if left <= 0:
-                    return None
-                self.cv.wait(min(left, 0.05))
+        return wait_on(self.cv, pred, timeout)
 
     def sleep(self, seconds: float) -> None:
         time.sleep(max(0.0, seconds))

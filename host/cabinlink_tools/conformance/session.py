@@ -16,7 +16,7 @@ from typing import Any
 from cabinlink import msg
 
 from .ble_probe import BleSession
-from .can_probe import PRIO_NORMAL, CanProbe, CarPeer, Message, Sent
+from .can_probe import PRIO_NORMAL, CanProbe, CarPeer, Message, Sent, wait_on
 
 
 class NoResult(AssertionError):
@@ -216,13 +216,4 @@ class BleLinkSession(Session):
         return self._tid
 
     def wait(self, pred: Callable[[], Any], timeout: float) -> Any:
-        end = time.time() + timeout
-        with self.s.cv:
-            while True:
-                v = pred()
-                if v:
-                    return v
-                left = end - time.time()
-                if left <= 0:
-                    return None
-                self.s.cv.wait(min(left, 0.05))
+        return wait_on(self.s.cv, pred, timeout)
