@@ -169,7 +169,7 @@ class Binding:
 
     name: int
     addr: int
-    claim_t: float  # end of its latest Address Claimed frame
+    claim_t: float  # end of its first Address Claimed frame at its current address
     first_claim_t: float
     claims: int = 1
     ready_t: float | None = None  # first HEARTBEAT after that claim (settle over)
@@ -238,13 +238,14 @@ class BusWatch:
             b = self.bindings.get(name)
             if b is None:
                 self.bindings[name] = Binding(name, addr, t, t)
-            elif b.addr != addr or b.phase in ("wait",):
-                if b.addr != addr:  # it moved (lost a contest): start over at the new address
-                    b.claims += 1
-                    b.phase = "wait"
-                    b.ready_t = None
-                    b.pending = None
+            elif b.addr != addr:  # it moved (lost a contest): start over at the new address
+                b.claims += 1
+                b.phase = "wait"
+                b.ready_t = None
+                b.pending = None
                 b.addr, b.claim_t = addr, t
+            # the same address claimed again is a defence: the settle time runs from the
+            # first claim of that address (so the firmware and the reference car count it)
         for t, addr in hbs:
             for b in self.bindings.values():
                 if b.addr == addr and b.ready_t is None and t > b.claim_t:
